@@ -123,7 +123,7 @@ def test_reports_side_by_side(tmp_path):
     paths = T.write_table_report(res, tmp_path/'rep', fig=T.plot_table(res))
     assert {p.name for p in (tmp_path/'rep').iterdir()} == {'table5.md', 'table5.csv', 'table5.html', 'table5.json', 'table5.png'}
     md = paths['md'].read_text()
-    assert 'ACT [22] (quoted)' in md and '| 71.60 |' in md and '46.00' in md   # paper 71.6 and measured 0.46 -> 46.00
+    assert 'ACT [22] (quoted)' in md and '| 71.6 |' in md and '46.00' in md   # paper 71.6 and measured 0.46 -> 46.00
     side = json.loads(paths['json'].read_text())
     ours = next(r for r in side['rows'] if r['key'] == 'ours')
     assert ours['paper'] == {'base': 71.6, 'novel': 61.4} and ours['values'] == {'base': 46.0, 'novel': 11.5} and ours['runs']
