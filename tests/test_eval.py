@@ -224,7 +224,7 @@ def test_jhmdb_split_subset_and_bad_input(jhmdb):
 
 # ---------------------------------------------------------------- AVA
 
-def _rand_ava(rng, n_keys=12, n_cls=4, per_key=60, ties=True):
+def _rand_ava(rng, n_keys=12, n_cls=4, per_key=60, ties=True, grid=False):
     ids = [1, 3, 5, 8][:n_cls]
     gt, det = [], []
     for k in range(n_keys):
@@ -232,20 +232,23 @@ def _rand_ava(rng, n_keys=12, n_cls=4, per_key=60, ties=True):
         if k % 5 != 4:                                         # some keyframes have no GT at all
             for p in range(int(rng.integers(1, 4))):
                 x, y = rng.uniform(0, .5, 2); b = [x, y, x + .4, y + .45]
+                if grid: b = [round(x, 1), 0.1, round(x, 1) + .4, .5]   # boxes on a grid: equal IoUs, repeated boxes
                 for c in rng.choice(ids + [2], int(rng.integers(1, 3)), replace=False):   # 2: not in the label map
-                    gt.append([v, ts, *np.round(b, 3), int(c), p])
+                    gt.append([v, ts, *np.round(b, 3), int(c), 0 if grid else p])     # grid: one person id for all
         for _ in range(int(rng.integers(per_key // 2, per_key + 10))):
             x, y = rng.uniform(0, .5, 2)
             s = round(float(rng.uniform()), 1 if ties else 6)
-            det.append([v, ts, *np.round([x, y, x + .4, y + .45], 3), int(rng.choice(ids + [2])), s])
+            b = [round(x, 1) + .05, 0.1, round(x, 1) + .45, .5] if grid else [x, y, x + .4, y + .45]
+            det.append([v, ts, *np.round(b, 3), int(rng.choice(ids + [2])), s])
         det.append([v, ts, .2, .2, .2, .5, ids[0], .95])      # zero width: dropped after the cap
     gt.append(['vid0', 902, .1, .1, .2, .2, 2, 9])            # id 2 exists in the GT (not in the map)
     return ids, gt, det
 
-@pytest.mark.parametrize('seed,ties', [(0, True), (1, True), (2, True), (3, False), (4, True)])
-def test_ava_matches_reference_loop(seed, ties, tmp_path):
+@pytest.mark.parametrize('seed,ties,grid', [(0, True, False), (1, True, False), (2, True, True), (3, False, False),
+                                            (4, True, True), (5, False, True)])
+def test_ava_matches_reference_loop(seed, ties, grid, tmp_path):
     rng = np.random.default_rng(seed)
-    ids, gt, det = _rand_ava(rng, ties=ties)
+    ids, gt, det = _rand_ava(rng, ties=ties, grid=grid)
     lm = ClassList(tuple(ids), tuple(f"a{i}" for i in ids))
     excl = [("vid1", 903)]
     ref = ref_ava(gt, det, ids, excluded=excl)
