@@ -201,23 +201,58 @@ def test_reproduce_full_fails_before_any_run(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- dispatch
 
-def test_dispatch_one_process_per_gpu(tmp_path):
+class FakeRun:
+    def __init__(self, path): self.path = Path(path)
+    @property
+    def complete(self): return (self.path/'DONE.json').exists()
+
+
+class FakePlanned:
+    "What dispatch_runs reads of ovstad.stages.PlannedRun: stage, inputs, run (.path, .complete), complete."
+    def __init__(self, stage, inputs, path): self.stage, self.inputs, self.run = stage, inputs, FakeRun(path)
+    @property
+    def complete(self): return self.run.complete
+
+
+def test_fake_planned_matches_the_stages_plan(tmp_path):
+    stages = pytest.importorskip('ovstad.stages')
+    p = stages.plan_chain('ucf_jhmdb', 'smoke', align={'beta': 0.3}, finetune={'beta': 0.3}, runs_dir=str(tmp_path))
+    assert [x.stage for x in p] == ['pretrain', 'align', 'finetune', 'detect', 'evaluate']
+    assert T._deps(p[2]) == [T._rid(p[1])] and isinstance(p[0].complete, bool)
+    assert p[2].command('smoke')[:3] == ['ovstad', 'train', 'finetune']
+    runs = T.planned_runs(T.get_table(3).chains('smoke'), tmp_path, plan_fn=stages.plan_chain)
+    assert len({T._rid(r) for r in runs}) == len(runs)
+    assert sum(r.stage == 'pretrain' for r in runs) == 1 and sum(r.stage == 'align' for r in runs) == 2
+
+
+def test_dispatch_one_process_per_gpu_inputs_first(tmp_path):
     log = tmp_path/'seen.txt'
-    code = ('import os, sys, time; f = sys.argv[1]; g = os.environ["CUDA_VISIBLE_DEVICES"]; '
-            'open(f, "a").write(f"start {g} {time.time()}\\n"); time.sleep(0.3); open(f, "a").write(f"end {g} {time.time()}\\n")')
-    cmd = lambda kw, api: [sys.executable, '-c', code, str(log)]
-    chains = T.all_chains((2,), 'smoke')
-    done = T.dispatch_chains(chains, ['0', '1'], runs_dir=tmp_path, cmd_fn=cmd, poll_s=0.02)
-    assert len(done) == 8 and all(rc == 0 for _, _, rc in done)
-    ev = [l.split() for l in log.read_text().splitlines()]
-    busy = {'0': 0, '1': 0}; peak = 0
-    for kind, g, t in sorted(ev, key=lambda e: (float(e[2]), e[0] == 'start')):
+    pre = FakePlanned('pretrain', [], tmp_path/'pretrain-x')
+    aligns = [FakePlanned('align', [pre], tmp_path/f'align-{i}') for i in range(2)]
+    fts = [FakePlanned('finetune', [a], tmp_path/f'finetune-{i}{j}') for i, a in enumerate(aligns) for j in range(3)]
+    code = ('import os, sys, time, pathlib; d = pathlib.Path(sys.argv[2]); g = os.environ["CUDA_VISIBLE_DEVICES"]; '
+            'open(sys.argv[1], "a").write(f"start {g} {time.time()} {d.name}\\n"); time.sleep(0.3); d.mkdir(); (d/"DONE.json").write_text("{}"); '
+            'open(sys.argv[1], "a").write(f"end {g} {time.time()} {d.name}\\n")')
+    cmd = lambda p: [sys.executable, '-c', code, str(log), str(p.run.path)]
+    made = T.dispatch_runs([pre, *aligns, *fts], ['0', '1'], 'smoke', log_dir=tmp_path/'logs', cmd_fn=cmd, poll_s=0.02, log=lambda *a: None)
+    assert len(made) == 9
+    ev = sorted((l.split() for l in log.read_text().splitlines()), key=lambda e: (float(e[2]), e[0] == 'start'))
+    busy, peak, ended = {'0': 0, '1': 0}, 0, set()
+    for kind, g, t, name in ev:
         busy[g] += 1 if kind == 'start' else -1
-        assert busy[g] <= 1                      # never two processes on one GPU
+        assert busy[g] <= 1                                  # never two processes on one GPU
         peak = max(peak, sum(busy.values()))
-    assert peak == 2                             # both GPUs were used at once
-    bad = lambda kw, api: [sys.executable, '-c', 'import sys; sys.exit(3)']
-    with pytest.raises(OvstadError, match='exit 3'): T.dispatch_chains(chains, ['0'], runs_dir=tmp_path, cmd_fn=bad, poll_s=0.01)
+        if kind == 'end': ended.add(name)
+        elif name.startswith('align'): assert 'pretrain-x' in ended     # inputs complete first
+        elif name.startswith('finetune'): assert f'align-{name[9]}' in ended
+    assert peak == 2                                         # both GPUs busy at once
+    # a failing run stops the dispatch with its log named
+    bad = FakePlanned('finetune', [pre], tmp_path/'finetune-bad')
+    with pytest.raises(OvstadError, match='finetune-bad.log'):
+        T.dispatch_runs([pre, bad], ['0'], 'smoke', log_dir=tmp_path/'logs', cmd_fn=lambda p: [sys.executable, '-c', 'raise SystemExit(3)'], poll_s=0.01, log=lambda *a: None)
+    orphan = FakePlanned('finetune', [FakePlanned('align', [], tmp_path/'nowhere')], tmp_path/'finetune-orphan')
+    with pytest.raises(OvstadError, match='wait on inputs'):
+        T.dispatch_runs([orphan], ['0'], 'smoke', log_dir=tmp_path/'logs', cmd_fn=cmd, poll_s=0.01, log=lambda *a: None)
 
 # ---------------------------------------------------------------- notebooks and CLI
 
