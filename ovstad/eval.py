@@ -443,10 +443,10 @@ def ava_frame_map(gt_csv,               # AVA GT CSV path or DataFrame: video_id
                   label_map,            # label map (pbtxt or `id: name` file) or a ClassList: the evaluated classes
                   exclusions=None,      # excluded keyframes: CSV path (video_id, timestamp), DataFrame or pairs
                   classes=None,         # names or ids of the label map to average over (default: all)
-                  unannotated: str = 'fp',  # detections on keyframes without GT: 'fp' (official) or 'ignore'
+                  unannotated: str = 'ignore',  # detections on keyframes without GT: 'ignore' (GT-key filter) or 'fp' (plain ActivityNet script)
                   iou_threshold: float = 0.5,  # IoU needed to match
                   ) -> FrameMAPResult:
-    "Frame mAP exactly as the official ActivityNet AVA evaluator (`get_ava_performance.py`) computes it."
+    "Frame mAP as the official ActivityNet AVA evaluator (`get_ava_performance.py`) computes it, with the GT-key filter (see `unannotated`)."
     if unannotated not in ('fp', 'ignore'): raise OvstadError(f"unannotated must be 'fp' or 'ignore', got {unannotated!r}")
     lm = _label_map(label_map)
     cl = _select_classes(lm, classes)
@@ -685,8 +685,9 @@ def add_cli(sub):
     p.add_argument('--label-map', required=True, help='label map (pbtxt or `id: name` lines): the evaluated classes')
     p.add_argument('--exclusions', help='CSV of excluded keyframes (video_id,timestamp)')
     p.add_argument('--classes', nargs='+', help='class names or ids to average over (default: the whole label map)')
-    p.add_argument('--unannotated', choices=['fp', 'ignore'], default='fp',
-                   help="detections on keyframes without GT: false positives (official, default) or ignored")
+    p.add_argument('--unannotated', choices=['ignore', 'fp'], default='ignore',
+                   help="detections on keyframes without GT: ignored (GT-key filter, default) or false positives "
+                        "(the plain ActivityNet script)")
     p.add_argument('--iou', type=float, default=0.5, help='IoU threshold (default: 0.5)')
     p.add_argument('--json', help='also write the summary to this JSON file')
     p.set_defaults(func=_cli_ava)

@@ -70,11 +70,11 @@ def _reader(rows, whitelist, capacity):
         elif s > h[0][0]: heapq.heapreplace(h, t)
     return {k: sorted(h, key=lambda t: -t[0]) for k, h in entries.items()}
 
-def ref_ava(gt_rows, det_rows, ids, excluded=(), th=0.5):
-    "The official AVA evaluation, literally (PascalDetectionEvaluator with per-image loops)."
+def ref_ava(gt_rows, det_rows, ids, excluded=(), th=0.5, gt_key_filter=False):
+    "The official AVA evaluation, literally (PascalDetectionEvaluator with per-image loops); optionally with the GT-key filter."
     wl = set(ids); excluded = set(excluded)
     gt = {k: v for k, v in _reader(gt_rows, wl, 0).items() if k not in excluded}
-    det = {k: v for k, v in _reader(det_rows, wl, 50).items() if k not in excluded}
+    det = {k: v for k, v in _reader(det_rows, wl, 50).items() if k not in excluded and (k in gt or not gt_key_filter)}
     ngt = {c: sum(t[1] == c for v in gt.values() for t in v) for c in ids}
     scores = {c: [] for c in ids}; labels = {c: [] for c in ids}
     for k, dets in det.items():
@@ -255,16 +255,19 @@ def test_ava_matches_reference_loop(seed, ties, grid, tmp_path):
     g = pd.DataFrame(gt, columns=AVA_GT_COLUMNS); d = pd.DataFrame(det, columns=AVA_DET_COLUMNS)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        res = ava_frame_map(g, d, lm, exclusions=excl)
+        res = ava_frame_map(g, d, lm, exclusions=excl, unannotated='fp')
+        res_i = ava_frame_map(g, d, lm, exclusions=excl)          # default: GT-key filter
         # and through files in the official layout
         g.assign(timestamp=g['timestamp'].map('{:04d}'.format)).to_csv(tmp_path/'gt.csv', header=False, index=False)
         write_ava_detections(d, tmp_path/'det.csv')
         pd.DataFrame(excl).to_csv(tmp_path/'ex.csv', header=False, index=False)
-        res_f = ava_frame_map(tmp_path/'gt.csv', tmp_path/'det.csv', lm, exclusions=tmp_path/'ex.csv')
+        res_f = ava_frame_map(tmp_path/'gt.csv', tmp_path/'det.csv', lm, exclusions=tmp_path/'ex.csv', unannotated='fp')
     got = [res.per_class[f"a{i}"] for i in ids]
     np.testing.assert_allclose(got, [ref[i] for i in ids], rtol=0, atol=1e-12)
     np.testing.assert_allclose([res_f.per_class[f"a{i}"] for i in ids], got, rtol=0, atol=1e-12)
     assert res.map == pytest.approx(np.nanmean([ref[i] for i in ids]), abs=1e-12)
+    ref_i = ref_ava(gt, det, ids, excluded=excl, gt_key_filter=True)
+    np.testing.assert_allclose([res_i.per_class[f"a{i}"] for i in ids], [ref_i[i] for i in ids], rtol=0, atol=1e-12)
 
 def test_ava_top50_tie_at_the_cut():
     # 49 strong detections, then three at the same score competing for the last slot; only one is a TP.
