@@ -1,0 +1,132 @@
+"""The stages on the smoke world: kill + resume of a finetune, 2-process DDP vs 1 process, the whole chain in < 3 min."""
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ovstad.cli import main as ovstad_main
+from ovstad.core import OvstadError
+from ovstad.stages import (AlignConfig, FinetuneConfig, get_recipe, plan_chain, read_captions, run_chain)
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1', 'HF_HUB_OFFLINE': '1', 'MPLBACKEND': 'agg'}
+
+@pytest.fixture(scope='module')
+def world():
+    from ovstad.synth import ensure_world
+    return ensure_world('smoke', progress=False)
+
+@pytest.fixture(scope='module')
+def init_ckpt(tmp_path_factory):
+    "A randomly initialised smoke ViCLIP: finetuning from it needs no pretraining."
+    p = tmp_path_factory.mktemp('init')/'smoke.pth'
+    subprocess.run([str(BIN/'ovstad'), 'model', 'init', '--config', 'smoke', '--out', str(p)], check=True, env=ENV,
+                   capture_output=True, timeout=120)
+    return p
+
+def _finetune_args(world, init, runs, *sets):
+    a = ['train', 'finetune', '--profile', 'smoke', '--data-root', str(world), '--init', str(init), '--runs-dir', str(runs),
+         '--device', 'cpu', '--set', 'progress=false']
+    for s in sets: a += ['--set', s]
+    return a
+
+def _only_run(runs, stage='finetune'):
+    rs = sorted(Path(runs).glob(f'{stage}-*'))
+    assert len(rs) == 1, rs
+    return rs[0]
+
+def _model(run):
+    return torch.load(run/'viclip.pt', map_location='cpu', weights_only=False)['model']
+
+def test_sigkill_smoke_finetune_resumes_to_the_same_weights(world, init_ckpt, tmp_path):
+    args = lambda runs: _finetune_args(world, init_ckpt, runs, 'steps=12', 'ckpt_every=4', 'batch_size=4', 'log_every=2')
+    subprocess.run([str(BIN/'ovstad'), *args(tmp_path/'a')], check=True, env=ENV, timeout=300, capture_output=True)
+    p = subprocess.Popen([str(BIN/'ovstad'), *args(tmp_path/'b')], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list((tmp_path/'b').glob('finetune-*/checkpoints/ckpt-00000004.pt')):
+        assert p.poll() is None, 'the run ended before it could be killed'
+        assert time.time() < deadline; time.sleep(0.02)
+    os.kill(p.pid, signal.SIGKILL); p.wait()
+    b = _only_run(tmp_path/'b')
+    assert not (b/'DONE.json').exists(), 'killed too late to test resuming'
+    r = subprocess.run([str(BIN/'ovstad'), *args(tmp_path/'b'), '--resume'], env=ENV, timeout=300, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = _only_run(tmp_path/'a')
+    assert a.name == b.name
+    done_a, done_b = (json.loads((x/'DONE.json').read_text())['metrics'] for x in (a, b))
+    assert done_b['resumed_from'] == 4 and done_a['resumed_from'] == 0
+    assert done_a['final_loss'] == done_b['final_loss']
+    ma, mb = _model(a), _model(b)
+    for k in ma: assert torch.equal(ma[k], mb[k]), k
+    la = [json.loads(l)['loss'] for l in (a/'metrics.jsonl').read_text().splitlines()]
+    lb = [json.loads(l)['loss'] for l in (b/'metrics.jsonl').read_text().splitlines()]
+    assert la == lb and len(la) == 6
+
+def test_torchrun_two_processes_match_one_on_smoke(world, init_ckpt, tmp_path):
+    args = lambda runs: _finetune_args(world, init_ckpt, runs, 'steps=3', 'batch_size=8', 'ckpt_every=3')
+    subprocess.run([str(BIN/'ovstad'), *args(tmp_path/'one')], check=True, env=ENV, timeout=300, capture_output=True)
+    r = subprocess.run([str(BIN/'torchrun'), '--standalone', '--nproc_per_node', '2', str(BIN/'ovstad'), *args(tmp_path/'two')],
+                       env=ENV, timeout=600, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    one, two = _only_run(tmp_path/'one'), _only_run(tmp_path/'two')
+    assert one.name == two.name   # the process count is not part of the run's identity
+    m2 = json.loads((two/'DONE.json').read_text())['metrics']
+    assert m2['world_size'] == 2
+    a, b = _model(one), _model(two)
+    changed = 0
+    init = torch.load(init_ckpt, map_location='cpu', weights_only=False)['model']
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-5)
+        changed += not torch.equal(a[k], init[k])
+    assert changed > 10   # training moved the weights, in both runs alike
+
+def test_smoke_chain_in_under_three_minutes(world, tmp_path):
+    nt = torch.get_num_threads(); torch.set_num_threads(1)   # one thread is faster on a shared 2-core machine
+    t0 = time.time()
+    r = run_chain('ucf_jhmdb', 'smoke', align={}, finetune={'beta': 0.3}, runs_dir=tmp_path, device='cpu', data_root=world)
+    wall = time.time() - t0
+    assert [x.stage for x in r.runs] == ['pretrain', 'align', 'finetune', 'detect', 'evaluate']
+    assert all(0 <= v <= 1 for v in (r.base, r.novel, r.all))
+    assert not r.from_cache and r.detections_path.exists()
+    assert wall < 180, f"the smoke chain took {wall:.0f} s"
+    again = run_chain('ucf_jhmdb', 'smoke', align={}, finetune={'beta': 0.3}, runs_dir=tmp_path, device='cpu', data_root=world)
+    assert again.from_cache and (again.base, again.novel) == (r.base, r.novel) and again.wall_s < 30
+    # a zero-shot chain reuses the pretrain run
+    zs = plan_chain('ucf_jhmdb', 'smoke', runs_dir=tmp_path, data_root=world)
+    assert zs[0].complete and zs[0].run.id == r.runs[0].id and not zs[1].complete
+    assert zs[1].config.beta == 0.0 and plan_chain('ucf_jhmdb', 'smoke', eval_beta=1.0, runs_dir=tmp_path, data_root=world)[1].config.beta == 1.0
+    torch.set_num_threads(nt)
+
+def test_recipes_follow_the_paper():
+    a = get_recipe('align', profile='full')
+    assert (a.batch_size, a.steps, a.lr, a.momentum, a.weight_decay, a.optimizer) == (16, 60_000, 1e-5, 0.9, 1e-7, 'sgd')
+    u, v = get_recipe('finetune', 'ucf_jhmdb', 'full'), get_recipe('finetune', 'ov_ava', 'full')
+    assert (u.batch_size, u.steps, u.lr, u.stride, u.num_frames) == (32, 70_000, 5e-5, 1, 8)
+    assert (v.batch_size, v.steps, v.lr, v.stride, v.num_frames) == (8, 140_000, 1e-4, 8, 8)
+    assert get_recipe('finetune', profile='mini', beta=1.0).beta == 1.0
+    with pytest.raises(OvstadError, match='no field'): get_recipe('align', profile='mini', betta=0.3)
+
+def test_cli_help_and_errors(capsys, tmp_path):
+    for cmd in (['train', 'pretrain'], ['train', 'align'], ['train', 'finetune'], ['train', 'chain'], ['detect-run'], ['evaluate']):
+        with pytest.raises(SystemExit): ovstad_main([*cmd, '--help'])
+        out = capsys.readouterr().out
+        assert 'example' in out and '--profile' in out, cmd
+    assert ovstad_main(['train', 'finetune', '--profile', 'smoke', '--set', 'beta=0.5', '--show-config']) == 0
+    out = capsys.readouterr().out
+    assert 'beta = 0.5' in out and 'fusion ratio' in out
+    assert ovstad_main(['train', 'align', '--profile', 'smoke', '--set', 'gama=1', '--show-config']) == 2
+    assert "did you mean gamma" in capsys.readouterr().err
+    assert ovstad_main(['evaluate', str(tmp_path), '--profile', 'smoke']) == 2
+    assert 'not a run folder' in capsys.readouterr().err
+
+def test_plan_commands_run_a_stage_alone(world, tmp_path, capsys):
+    assert ovstad_main(['train', 'chain', '--profile', 'smoke', '--data-root', str(world), '--runs-dir', str(tmp_path),
+                        '--finetune', '{"beta": 1.0}', '--plan']) == 0
+    out = capsys.readouterr().out
+    assert 'ovstad train pretrain' in out and 'ovstad train finetune' in out and 'beta=1.0' in out and 'ovstad evaluate' in out
+
+def test_read_captions_of_the_smoke_world(world):
+    pairs = read_captions(world/'pretrain')
+    assert len(pairs) >= 16 and all(isinstance(c, str) and c for _, c in pairs)
