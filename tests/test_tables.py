@@ -142,54 +142,54 @@ def test_every_table_has_a_figure(tmp_path):
 
 # ---------------------------------------------------------------- full layout
 
-def _mini_layout(root: Path) -> dict:
-    "The real-dataset layout with one tiny video each (what the mini world writes, and what data/README.md describes)."
-    for name, gt in (('ucf', 'UCF101v2-GT.pkl'), ('jhmdb', 'JHMDB-GT.pkl')):
-        d = root/name; (d/'videos').mkdir(parents=True)
-        pickle.dump({'labels': ['a'], 'gttubes': {'v1': {}}, 'nframes': {'v1': 8}, 'train_videos': [[]], 'test_videos': [['v1']],
-                     'resolution': {'v1': (64, 64)}}, open(d/gt, 'wb'))
-        (d/'videos'/'v1.mp4').write_bytes(b'x'); pickle.dump({}, open(d/'proposals.pkl', 'wb'))
-    a = root/'ava'; (a/'videos').mkdir(parents=True)
-    for f in T.AVA_FILES: (a/f).write_text('')
-    (a/'ava_val_v2.2.csv').write_text('vid1,0902,0.1,0.1,0.5,0.9,12,0\n'); (a/'videos'/'vid1.mp4').write_bytes(b'x')
-    (a/'ava_action_list.pbtxt').write_text('item {\n  name: "stand"\n  id: 12\n}\n')
-    h = root/'hcstvg'; (h/'videos').mkdir(parents=True)
-    (h/'train.json').write_text(json.dumps({'c1.mp4': {}})); (h/'val.json').write_text('{}'); (h/'videos'/'c1.mp4').write_bytes(b'x')
-    v = root/'vidstg'; (v/'vidor'/'annotation').mkdir(parents=True)
-    (v/'train_annotations.json').write_text('[]'); (v/'val_annotations.json').write_text('[]')
-    import torch; torch.save({'model': {}}, root/'viclip.pth')
-    return {'ucf101_24_root': root/'ucf', 'jhmdb_root': root/'jhmdb', 'ava_root': a, 'hcstvg_root': h, 'vidstg_root': v,
-            'viclip_checkpoint': root/'viclip.pth'}
+@pytest.fixture(scope='module')
+def world_copy(tmp_path_factory):
+    "A copy of the generated smoke world (laid out like the real datasets) and a stand-in checkpoint: the `full` roots."
+    import shutil, torch
+    from ovstad.synth import ensure_world
+    w = ensure_world('smoke', progress=False)
+    root = tmp_path_factory.mktemp('full')
+    for d in ('ucf101-24', 'jhmdb', 'ava', 'hcstvg', 'vidstg'): shutil.copytree(w/d, root/d)
+    torch.save({'model': {}}, root/'viclip.pth')
+    return {'ucf101_24_root': root/'ucf101-24', 'jhmdb_root': root/'jhmdb', 'ava_root': root/'ava', 'hcstvg_root': root/'hcstvg',
+            'vidstg_root': root/'vidstg', 'viclip_checkpoint': root/'viclip.pth'}
 
 
-def test_full_layout_check(tmp_path):
-    roots = _mini_layout(tmp_path)
+def test_full_layout_check(world_copy):
+    roots = dict(world_copy)
     assert T.check_full_layout(roots=roots, expected=None) == []
     probs = T.check_full_layout(roots=roots)   # with the real datasets' counts
-    assert any('1 labels, expected 24' in p for p in probs) and any('1 classes, expected 60' in p for p in probs)
-    (roots['ucf101_24_root']/'videos'/'v1.mp4').unlink(); (roots['ava_root']/'ava_val_v2.2.csv').write_text('vid1,0902,0.1,0.1,5,0.9,12,0\n')
-    (roots['hcstvg_root']/'train.json').write_text('{broken'); roots['viclip_checkpoint'].write_bytes(b'hello')
+    assert any('labels, expected 24' in p for p in probs) and any('classes, expected 60' in p for p in probs)
+    assert any('expected 10131' in p for p in probs)
+    # break one thing of each kind
+    vid = next((roots['ucf101_24_root']/'videos').rglob('*.mp4')); vid.unlink()
+    val = roots['ava_root']/'ava_val_v2.2.csv'; lines = val.read_text().splitlines()
+    f = lines[0].split(','); f[4] = '5.0'; val.write_text('\n'.join([','.join(f)] + lines[1:]) + '\n')
+    (roots['hcstvg_root']/'train.json').write_text('{broken')
+    roots['viclip_checkpoint'].write_bytes(b'hello')
+    (roots['jhmdb_root']/'proposals.pkl').unlink()
     probs = T.check_full_layout(roots=roots, expected=None)
-    assert len(probs) == 4, probs
+    assert len(probs) == 5, probs
     with pytest.raises(OvstadError) as e: T.require_full_layout(roots=roots, expected=None)
     msg = str(e.value)
-    for s in ('1 of 1 videos missing', 'outside [0, 1]', 'not valid JSON', 'viclip_checkpoint', 'data/README.md'): assert s in msg
+    for s in ('1 of ', 'normalized', 'not valid JSON', 'viclip_checkpoint', 'proposals.pkl', 'data/README.md'): assert s in msg, s
 
 
 def test_full_layout_lists_everything_missing_at_once(tmp_path):
     with pytest.raises(OvstadError) as e: T.require_full_layout(roots={k: tmp_path/k for k in T.FULL_KEYS})
     msg = str(e.value)
-    for s in ('UCF101v2-GT.pkl', 'JHMDB-GT.pkl', 'ava_val_v2.2.csv', 'train.json', 'train_annotations.json', 'ViCLIP'): assert s in msg
+    for s in ('UCF101v2-GT.pkl', 'JHMDB-GT.pkl', 'ava_val_v2.2.csv', 'train_v2.json', 'train_annotations.json', 'ViCLIP'): assert s in msg, s
+    assert msg.count('does not exist') == 5
 
 
 def test_full_layout_on_real_jhmdb_ground_truth(tmp_path):
     gt = SHARED/'data'/'jhmdb'/'JHMDB-GT.pkl'
     if not gt.exists(): pytest.skip(f'real-format samples not found at {gt.parent}')
     (tmp_path/'JHMDB-GT.pkl').symlink_to(gt)
-    probs = []; T._check_act(tmp_path, 'JHMDB-GT.pkl', 'jhmdb', T.FULL_COUNTS['jhmdb'], probs)
+    probs = []; T._check_act(tmp_path, 'jhmdb_gt', 'jhmdb', T.FULL_COUNTS['jhmdb'], probs)
     assert len(probs) == 2 and '928 of 928 videos missing' in probs[0] and 'proposals.pkl' in probs[1]
-    probs = []; T._check_act(tmp_path, 'JHMDB-GT.pkl', 'ucf', T.FULL_COUNTS['ucf101_24'], probs)
-    assert '21 labels, expected 24' in probs[0]
+    probs = []; T._check_act(tmp_path, 'jhmdb_gt', 'ucf', T.FULL_COUNTS['ucf101_24'], probs)
+    assert '21 labels, expected 24' in probs[0] and '928 videos, expected 3207 or 3194' in probs[1]
 
 
 def test_reproduce_full_fails_before_any_run(tmp_path, monkeypatch):
