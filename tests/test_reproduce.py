@@ -45,6 +45,8 @@ def flow(tmp_path_factory):
     if not HAVE_STAGES: pytest.skip(f'ovstad.stages is not importable: {WHY}')
     tmp = tmp_path_factory.mktemp('reproduce')
     state = {'tmp': tmp}
+    from ovstad.synth import ensure_world
+    ensure_world('smoke', progress=False)   # built once here, so that the kill below lands in the stage runs
     # 1. kill midway, then resume
     p = subprocess.Popen(_cmd(tmp, '--tables', '2'), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)

@@ -223,6 +223,9 @@ def test_fake_planned_matches_the_stages_plan(tmp_path):
     runs = T.planned_runs(T.get_table(3).chains('smoke'), tmp_path, plan_fn=stages.plan_chain)
     assert len({T._rid(r) for r in runs}) == len(runs)
     assert sum(r.stage == 'pretrain' for r in runs) == 1 and sum(r.stage == 'align' for r in runs) == 2
+    df = T.plan_table(3, 'smoke', runs_dir=tmp_path)
+    assert len(df) == 9 and df.stages.iloc[0] == 'pretrain -> detect -> evaluate'
+    assert df.stages.iloc[7] == 'pretrain -> align -> finetune -> detect -> evaluate' and set(df.complete.str[0]) == {'0'}
 
 
 def test_dispatch_one_process_per_gpu_inputs_first(tmp_path):
