@@ -202,3 +202,26 @@ def test_cli_detect_errors(toyset, tmp_path):
     assert r.returncode == 2 and 'does not exist' in r.stderr
     r = subprocess.run([str(BIN/'ovstad'), 'detect', '--help'], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0 and 'examples:' in r.stdout and '--fps-keyframes' in r.stdout
+
+@needs_models
+@pytest.mark.parametrize('name', ['probe_prompts', 'explore_similarity_maps'])
+def test_experiment_notebooks_run_under_papermill(name, toyset, tmp_path):
+    "The papermill notebooks run with tiny parameters and write their figures and JSON sidecar."
+    import json, papermill as pm
+    nb = ROOT/'nbs'/'experiments'/f'{name}.ipynb'
+    params = pm.inspect_notebook(str(nb))
+    assert {'checkpoint', 'clip', 'prompts', 'keyframe', 'beta', 'box_source', 'out_dir'} <= set(params)
+    assert all(p['help'] for p in params.values()), 'every parameter carries a comment'
+    out = tmp_path/'figs'
+    env_backup = os.environ.get('MPLBACKEND'); os.environ['MPLBACKEND'] = 'agg'
+    try:
+        pm.execute_notebook(str(nb), str(tmp_path/f'{name}.out.ipynb'), kernel_name='python3', cwd=str(nb.parent), progress_bar=False,
+                            parameters=dict(checkpoint='smoke', clip=str(toyset/'videos'/'walk_01.mp4'), keyframe=12, out_dir=str(out)))
+    finally:
+        if env_backup is None: os.environ.pop('MPLBACKEND', None)
+        else: os.environ['MPLBACKEND'] = env_backup
+    js = sorted(out.glob('probe_*.json')); assert len(js) == 1
+    s = json.loads(js[0].read_text())
+    assert s['keyframe'] == 12 and s['box_labels'] == ['walk'] and len(s['scores'][0]) == len(s['prompts'])
+    if name == 'explore_similarity_maps': assert s['prompts'][0] == 'a person walk'   # "auto": GT label prompts
+    for f in s['figures'].values(): assert Path(f).stat().st_size > 5_000
