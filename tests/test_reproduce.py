@@ -26,7 +26,7 @@ except ImportError as e:  # the stages module is part of the project; without it
 
 def _cmd(tmp, *extra):
     return [str(BIN/'ovstad'), 'reproduce', '--profile', 'smoke', '--device', 'cpu',
-            '--runs-dir', str(tmp/'runs'), '--reports-dir', str(tmp/'reports'), *extra]
+            '--runs-dir', str(tmp/'runs'), '--reports-dir', str(tmp/'reports'), '--data-root', str(tmp/'world'), *extra]
 
 
 def _done(runs: Path) -> dict:
@@ -46,7 +46,7 @@ def flow(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('reproduce')
     state = {'tmp': tmp}
     from ovstad.synth import ensure_world
-    ensure_world('smoke', progress=False)   # built once here, so that the kill below lands in the stage runs
+    ensure_world('smoke', out=tmp/'world', progress=False)   # a private world, built before the kill so that it lands in the stage runs
     # 1. kill midway, then resume
     p = subprocess.Popen(_cmd(tmp, '--tables', '2'), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
@@ -100,7 +100,7 @@ def test_every_table_file_has_every_measured_cell(flow):
                 if n > 1: assert 0 <= v <= 100
         assert list((rep/'executed').glob(f'table{n}_*.ipynb'))
     readme = (rep/'README.md').read_text()
-    for s in ('Table 1', 'Table 6', 'git_commit', 'torch', 'Class lists', 'Data provenance', 'rows from cache'):
+    for s in ('Table 1', 'Table 6', 'git_commit', 'torch', 'Class lists', 'Data provenance', 'rows from cache', str(flow['tmp']/'world')):
         assert s in readme, s
     assert (rep/'README.html').exists()
 
