@@ -130,3 +130,19 @@ def test_plan_commands_run_a_stage_alone(world, tmp_path, capsys):
 def test_read_captions_of_the_smoke_world(world):
     pairs = read_captions(world/'pretrain')
     assert len(pairs) >= 16 and all(isinstance(c, str) and c for _, c in pairs)
+
+def test_ov_ava_through_the_cli(world, init_ckpt, tmp_path, capsys):
+    common = ['--profile', 'smoke', '--data-root', str(world), '--runs-dir', str(tmp_path), '--device', 'cpu', '--set', 'progress=false']
+    assert ovstad_main(['train', 'finetune', '--benchmark', 'ov_ava', '--init', str(init_ckpt), *common, '--set', 'steps=2']) == 0
+    ft = _only_run(tmp_path, 'finetune')
+    assert ovstad_main(['detect-run', '--benchmark', 'ov_ava', '--init', str(ft), *common, '--set', 'beta=0.3']) == 0
+    dr = _only_run(tmp_path, 'detect')
+    rows = (dr/'detections.csv').read_text().splitlines()
+    assert rows and len(rows[0].split(',')) == 8          # the official AVA layout, no header
+    assert ovstad_main(['evaluate', str(dr), '--profile', 'smoke', '--data-root', str(world), '--runs-dir', str(tmp_path)]) == 0
+    m = json.loads((_only_run(tmp_path, 'evaluate')/'metrics.json').read_text())
+    assert m['benchmark'] == 'ov_ava' and m['protocol'].startswith('AVA') and all(0 <= m[k] <= 1 for k in ('base', 'novel', 'all'))
+    assert m['classes']['base'] + m['classes']['novel'] == m['classes']['all']
+    capsys.readouterr()
+    assert ovstad_main(['train', 'finetune', '--benchmark', 'ov_ava', '--init', str(init_ckpt), *common, '--set', 'steps=2']) == 0
+    assert 'reused' in capsys.readouterr().out
