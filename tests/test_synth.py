@@ -247,11 +247,14 @@ def test_proposals_behave_like_a_detector(world):
     assert (allp[:, 4] < 0.3).mean() > 0.05           # and low-confidence false positives exist
 
 
-def test_cli_help_and_errors():
+def test_cli_help_and_errors(capsys):
     from ovstad.cli import main
-    r = subprocess.run([*OVSTAD, 'mini', 'build', '--help'], capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 0 and 'ovstad mini build --profile smoke --out data/smoke' in r.stdout and '--seed' in r.stdout
-    r = subprocess.run([*OVSTAD, 'mini', 'build', '--profile', 'huge', '--out', 'x'], capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 2 and 'invalid choice' in r.stderr
+    with pytest.raises(SystemExit) as e: main(['mini', 'build', '--help'])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and 'ovstad mini build --profile smoke --out data/smoke' in out and '--seed' in out
+    with pytest.raises(SystemExit) as e: main(['mini', 'build', '--profile', 'huge', '--out', 'x'])
+    assert e.value.code == 2 and 'invalid choice' in capsys.readouterr().err
+    assert main(['mini', 'build', '--profile', 'smoke', '--out', 'x', '--seed', '-3']) == 2
+    assert '--seed must be >= 0' in capsys.readouterr().err
     with pytest.raises(synth.OvstadError, match='unknown world size keys'):
         synth.world_params('smoke', 0, clips=3)
