@@ -22,10 +22,10 @@ from .trainer import (Run, TrainConfig, _barrier, config_dict, config_from_dict,
 # %% auto #0
 __all__ = ['STAGE_CONFIGS', 'BENCHMARKS', 'PROFILES', 'ACT_DET_COLUMNS', 'align_stage', 'finetune_stage', 'ClipConfig',
            'PretrainConfig', 'AlignConfig', 'FinetuneConfig', 'DetectConfig', 'EvaluateConfig', 'get_recipe',
-           'world_root', 'data_roots', 'data_fingerprint', 'read_captions', 'CaptionDataset', 'collate_captions',
-           'PretrainTask', 'AlignTask', 'FinetuneTask', 'load_detector', 'pretrain', 'PairsConfig', 'region_text_pairs',
-           'align', 'load_benchmark', 'finetune', 'score_dataset', 'read_detections', 'detect', 'evaluate',
-           'base_viclip', 'PlannedRun', 'plan_chain', 'ChainResult', 'run_chain', 'add_cli']
+           'world_root', 'data_roots', 'data_fingerprint', 'flip_p', 'read_captions', 'CaptionDataset',
+           'collate_captions', 'PretrainTask', 'AlignTask', 'FinetuneTask', 'load_detector', 'pretrain', 'PairsConfig',
+           'region_text_pairs', 'align', 'load_benchmark', 'finetune', 'score_dataset', 'read_detections', 'detect',
+           'evaluate', 'base_viclip', 'PlannedRun', 'plan_chain', 'ChainResult', 'run_chain', 'add_cli']
 
 # %% ../nbs/07b_stages.ipynb #7ad91c35
 @dataclass
@@ -88,6 +88,7 @@ BENCHMARKS = ('ucf_jhmdb', 'ov_ava')
 PROFILES = ('smoke', 'mini', 'full')
 
 # %% ../nbs/07b_stages.ipynb #e5dc811e
+# mini and smoke align / finetune: tau frozen at the pretrained ViCLIP temperature (tau_lr_scale=0; see the text above)
 _RECIPES = {
     ('pretrain', 'full'): dict(model='b16', steps=100_000, batch_size=256, optimizer='adamw', lr=4e-4, momentum=0.9,
                                weight_decay=0.2, warmup_steps=2000, short_side=224, crop=224, stride=4),
@@ -97,17 +98,19 @@ _RECIPES = {
                                 warmup_steps=5, stride=1, ckpt_every=15),
     ('align', 'full'): dict(steps=60_000, batch_size=16, lr=1e-5, warmup_steps=1000, num_frames=8, stride=1,
                             short_side=256, crop=224, ckpt_every=2000, log_every=50),
-    ('align', 'mini'): dict(steps=120, batch_size=16, lr=2e-2, warmup_steps=10, ckpt_every=40),
-    ('align', 'smoke'): dict(steps=12, batch_size=8, lr=2e-2, warmup_steps=2, ckpt_every=6, log_every=2),
+    ('align', 'mini'): dict(steps=120, batch_size=16, lr=2e-2, warmup_steps=10, ckpt_every=40, tau_lr_scale=0.0),
+    ('align', 'smoke'): dict(steps=12, batch_size=8, lr=2e-2, warmup_steps=2, ckpt_every=6, log_every=2, tau_lr_scale=0.0),
     ('finetune', 'ucf_jhmdb', 'full'): dict(steps=70_000, batch_size=32, lr=5e-5, warmup_steps=1000, num_frames=8, stride=1,
                                             short_side=256, crop=224, ckpt_every=2000, log_every=50),
     ('finetune', 'ov_ava', 'full'): dict(benchmark='ov_ava', steps=140_000, batch_size=8, lr=1e-4, warmup_steps=2000,
                                          num_frames=8, stride=8, short_side=256, crop=224, ckpt_every=2000, log_every=50),
-    ('finetune', 'ucf_jhmdb', 'mini'): dict(steps=80, batch_size=16, lr=2e-2, warmup_steps=8, ckpt_every=40),
-    ('finetune', 'ov_ava', 'mini'): dict(benchmark='ov_ava', steps=80, batch_size=8, lr=2e-2, warmup_steps=8, stride=8, ckpt_every=40),
-    ('finetune', 'ucf_jhmdb', 'smoke'): dict(steps=10, batch_size=8, lr=2e-2, warmup_steps=2, ckpt_every=5, log_every=2),
+    ('finetune', 'ucf_jhmdb', 'mini'): dict(steps=80, batch_size=16, lr=2e-2, warmup_steps=8, ckpt_every=40, tau_lr_scale=0.0),
+    ('finetune', 'ov_ava', 'mini'): dict(benchmark='ov_ava', steps=80, batch_size=8, lr=2e-2, warmup_steps=8, stride=8, ckpt_every=40,
+                                         tau_lr_scale=0.0),
+    ('finetune', 'ucf_jhmdb', 'smoke'): dict(steps=10, batch_size=8, lr=2e-2, warmup_steps=2, ckpt_every=5, log_every=2,
+                                             tau_lr_scale=0.0),
     ('finetune', 'ov_ava', 'smoke'): dict(benchmark='ov_ava', steps=10, batch_size=8, lr=2e-2, warmup_steps=2, stride=8,
-                                          ckpt_every=5, log_every=2),
+                                          ckpt_every=5, log_every=2, tau_lr_scale=0.0),
     ('detect', 'ucf_jhmdb', 'full'): dict(num_frames=8, stride=1, short_side=256),
     ('detect', 'ov_ava', 'full'): dict(benchmark='ov_ava', num_frames=8, stride=8, short_side=256),
     ('detect', 'ucf_jhmdb', 'mini'): dict(keyframe_step=6), ('detect', 'ov_ava', 'mini'): dict(benchmark='ov_ava', stride=8),
@@ -160,6 +163,18 @@ def data_fingerprint(*folders) -> dict:
                        if p.is_file() and p.suffix.lower() in ('.json', '.pkl', '.csv', '.pbtxt', '.txt')}
     return {'data': stable_hash(out)}
 
+def flip_p(*folders, default: float = 0.5) -> float:
+    """Horizontal-flip probability for training on data in `folders`: 0 when the world's `world.json` (in a folder or its
+    parent) says `hflip_swaps_sides` (the mini world's labels name the person's left or right, which a flip swaps), else `default`."""
+    for d in folders:
+        if d is None: continue
+        w = next((p/'world.json' for p in (Path(d), Path(d).parent) if (p/'world.json').exists()), None)
+        if w is None: continue
+        try: card = json.loads(w.read_text())
+        except (json.JSONDecodeError, OSError) as e: raise OvstadError(f"{w} is not readable JSON ({e}); rebuild the world with `ovstad mini build`") from None
+        if card.get('hflip_swaps_sides'): return 0.0
+    return default
+
 # %% ../nbs/07b_stages.ipynb #98fd1948
 class _Seeded(torch.utils.data.Dataset):
     "Wraps a dataset seeded by `(seed, index, _calls)` so that reads are seeded by stream position instead."
@@ -209,12 +224,12 @@ def read_captions(path: str | Path) -> list[tuple[str, str]]:
 class CaptionDataset(torch.utils.data.Dataset):
     "Video-caption pairs: items `{'video': (T, 3, H, W) normalized, 'caption': str}`, a clip at a random (train) or the centre frame."
     def __init__(self, root, num_frames: int = 8, stride: int = 1, short_side: int = 112, crop: int = 112,
-                 train: bool = True, augment: bool = True, seed: int = 0):
+                 train: bool = True, augment: bool = True, seed: int = 0, flip_p: float = 0.5):
         from ovstad.data import ClipReader, ClipTransform
         self.root, self.pairs = Path(root), read_captions(root)
         self.reader, self.num_frames, self.stride, self.train, self.seed = ClipReader(root), num_frames, stride, train, seed
         self.transform = ClipTransform(short_side, train=train and augment, crop_size=crop if train else None,
-                                       scale_range=(1.0, 1.25))
+                                       scale_range=(1.0, 1.25), flip_p=flip_p)
         self.crop = crop
     def __len__(self): return len(self.pairs)
     def read_at(self, i: int, pos: int):
@@ -352,7 +367,7 @@ def pretrain(cfg: PretrainConfig | None = None,   # default: the profile's recip
         seed_everything(cfg.seed)
         model = ViCLIP.from_config(cfg.model, temp_init=cfg.temp_init)
         T, S, short = _clip_sizes(cfg, model)
-        ds = CaptionDataset(root, T, cfg.stride, short, S, True, cfg.augment, cfg.seed)
+        ds = CaptionDataset(root, T, cfg.stride, short, S, True, cfg.augment, cfg.seed, flip_p=flip_p(root))
         res = train(PretrainTask(model, cfg.temp_trainable), ds, cfg, run.path, collate_captions, resume, desc=run.id)
         if dist_info()[0] == 0: model.save_checkpoint(run.path/'viclip.pt', extra={'ovstad_run': run.id, 'ovstad_stage': 'pretrain'})
         return {**res.metrics, 'temp': model.temp.item()}, 'viclip.pt'
@@ -401,7 +416,8 @@ def align(cfg: AlignConfig | None = None,   # default: the profile's recipe
         seed_everything(cfg.seed)
         det = load_detector(ckpt, cfg.beta)
         T, S, short = _clip_sizes(cfg, det.viclip)
-        tf = ClipTransform(short, train=cfg.augment, crop_size=S if cfg.augment else None)
+        tf = ClipTransform(short, train=cfg.augment, crop_size=S if cfg.augment else None,
+                           flip_p=flip_p(*(data_roots(profile, data_root)[s] for s in cfg.sources)))
         ds = RegionTextDataset(pairs.path, num_frames=T, stride=cfg.stride, transform=tf, seed=cfg.seed)
         res = train(AlignTask(det, cfg.gamma, cfg.tau_lr_scale), _Seeded(ds, cfg.max_boxes), cfg, run.path,
                     collate_detection, resume, desc=run.id)
@@ -441,7 +457,9 @@ def finetune(cfg: FinetuneConfig | None = None,  # default: the profile's recipe
         seed_everything(cfg.seed)
         det = load_detector(ckpt, cfg.beta, bench.template)
         T, S, short = _clip_sizes(cfg, det.viclip)
-        tf = ClipTransform(short, train=cfg.augment, crop_size=S if cfg.augment else None)
+        roots = data_roots(profile, data_root)
+        tf = ClipTransform(short, train=cfg.augment, crop_size=S if cfg.augment else None,
+                           flip_p=flip_p(*((roots['ucf101_24'],) if cfg.benchmark == 'ucf_jhmdb' else (roots['ava'],))))
         kw = dict(keyframe_step=cfg.keyframe_step) if cfg.benchmark == 'ucf_jhmdb' else {}
         ds = bench.train_dataset(num_frames=T, stride=cfg.stride, transform=tf, seed=cfg.seed, **kw)
         prompts = bench.prompts(bench.base_classes)
