@@ -211,12 +211,16 @@ class HCSTVGRecord:
     ed_time: float | None = None
     def __repr__(self): return f"HCSTVGRecord({self.video!r}, {len(self.frames)} boxes, frames {self.frames[0]}..{self.frames[-1]}, {self.caption[:50]!r})"
 
+def _load_json(path: Path):
+    "The parsed JSON at `path`, or an `OvstadError` naming the file when it is missing or not JSON."
+    if not path.exists(): raise OvstadError(f"{path} does not exist")
+    try: return json.loads(path.read_text())
+    except json.JSONDecodeError as e: raise OvstadError(f"{path}: not valid JSON ({e})") from None
+
 def read_hcstvg(path) -> list[HCSTVGRecord]:
     "Read an HC-STVG v1 / 2.0 annotation JSON into a list of `HCSTVGRecord`s (validated)."
     path = Path(path)
-    if not path.exists(): raise OvstadError(f"{path} does not exist")
-    try: d = json.loads(path.read_text())
-    except json.JSONDecodeError as e: raise OvstadError(f"{path}: not valid JSON ({e})") from None
+    d = _load_json(path)
     items = d.items() if isinstance(d, dict) else [(r.get('video') or r.get('vid') or r.get('video_name'), r) for r in d]
     out = []
     for name, r in items:
@@ -261,9 +265,7 @@ class VidSTGRecord:
 def read_vidstg(path) -> list[VidSTGRecord]:
     "Read a VidSTG annotation JSON (`train_annotations.json`, ...) into validated `VidSTGRecord`s."
     path = Path(path)
-    if not path.exists(): raise OvstadError(f"{path} does not exist")
-    try: d = json.loads(path.read_text())
-    except json.JSONDecodeError as e: raise OvstadError(f"{path}: not valid JSON ({e})") from None
+    d = _load_json(path)
     if not isinstance(d, list): raise OvstadError(f"{path}: expected a list of VidSTG records")
     out = []
     for i, r in enumerate(d):
@@ -286,9 +288,7 @@ def read_vidstg(path) -> list[VidSTGRecord]:
 def read_vidor_trajectories(path) -> dict:
     "Read a VidOR annotation JSON -> dict(video_id, frame_count, fps, width, height, video_path, objects, tubes {tid: (frames (n,), boxes (n, 4))})."
     path = Path(path)
-    if not path.exists(): raise OvstadError(f"{path} does not exist")
-    try: d = json.loads(path.read_text())
-    except json.JSONDecodeError as e: raise OvstadError(f"{path}: not valid JSON ({e})") from None
+    d = _load_json(path)
     _need(d, ('trajectories', 'subject/objects'), path)
     acc = {}
     for fi, boxes in enumerate(d['trajectories']):
