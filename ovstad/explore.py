@@ -378,10 +378,14 @@ CONFIG_NAMES = ('smoke', 'mini', 'b16', 'l14')
 
 def load_detector(checkpoint: str | Path = 'smoke', # a ViCLIP-layout file, or a config name for random weights
                   beta: float = 0.3, # fusion weight of the region feature
-                  device='cpu', **kw):
+                  device='cpu',
+                  seed: int = 0, # random weights of a config name are drawn from this seed, so two runs agree
+                  **kw):
     "An `OVSTAD` detector (eval mode) on a ViCLIP loaded from `checkpoint`."
     from ovstad.models import ViCLIP, OVSTAD
-    if str(checkpoint) in CONFIG_NAMES: viclip = ViCLIP.from_config(str(checkpoint))
+    if str(checkpoint) in CONFIG_NAMES:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed); viclip = ViCLIP.from_config(str(checkpoint))
     else:
         p = Path(checkpoint)
         if not p.exists(): raise OvstadError(f"checkpoint {p} does not exist; give a ViCLIP-layout .pth file or one of {CONFIG_NAMES} (random weights)")
