@@ -333,14 +333,26 @@ def clip_indices(center: int, num_frames: int = 8, stride: int = 1, n_frames: in
 VIDEO_EXTS = ('.mp4', '.avi', '.mkv', '.webm', '.mov')
 
 class ClipReader:
-    "Reads keyframe-centred clips from `<root>/videos/<video>.<ext>` (decord) or `<root>/rgb-images/<video>/%05d.jpg`."
+    """Reads keyframe-centred clips from `<root>/videos/<video>.<ext>` (decord) or `<root>/rgb-images/<video>/%05d.jpg`.
+
+    Short videos (decoded size up to `whole_video_mb`) are decoded once, whole, and kept in an LRU of decoded frames
+    bounded by `frame_cache_mb`: training and detection read many clips of the same short video, and decoding is
+    then paid once per video instead of once per clip. Long videos are decoded clip by clip (`get_batch`)."""
     def __init__(self, root, videos_dir: str = 'videos', frames_dir: str = 'rgb-images',  # subfolders of `root`
-                 cache: int = 4, num_threads: int = 1):  # open decord readers kept; decoder threads
+                 cache: int = 4, num_threads: int = 1,  # open decord readers kept; decoder threads
+                 frame_cache_mb: float = 512, whole_video_mb: float = 8):  # decoded-frame LRU budget; largest video decoded whole
         self.root, self.videos_dir, self.frames_dir = Path(root), videos_dir, frames_dir
         self.cache, self.num_threads, self._open = cache, num_threads, OrderedDict()
+        self.frame_cache_mb, self.whole_video_mb = frame_cache_mb, whole_video_mb
+        self._frames, self._frames_bytes, self._info, self._where = OrderedDict(), 0, {}, {}
+        self.hits = self.misses = 0
     def locate(self, video: str) -> Path:
         "The video file (or frame folder) of `video`; raises `OvstadError` naming where it looked."
         v = str(video)
+        if v in self._where: return self._where[v]
+        self._where[v] = p = self._locate(v)
+        return p
+    def _locate(self, v: str) -> Path:
         cands = [self.root/self.videos_dir/v] if Path(v).suffix.lower() in VIDEO_EXTS else []
         cands += [self.root/self.videos_dir/f"{v}{e}" for e in VIDEO_EXTS]
         for c in cands:
@@ -368,20 +380,39 @@ class ClipReader:
         while len(self._open) > self.cache: self._open.popitem(last=False)
         return vr
     def info(self, video: str) -> dict:
-        "`{'path', 'frames', 'fps', 'size' (H, W)}` of a video."
+        "`{'path', 'frames', 'fps', 'size' (H, W)}` of a video (cached per path)."
         p = self.locate(video)
+        if p in self._info: return self._info[p]
         if p.is_dir():
             fs = sorted(p.glob('*.jpg'))
             if not fs: raise OvstadError(f"frame folder {p} holds no .jpg frames")
-            im = _imread(fs[0]); return {'path': p, 'frames': len(fs), 'fps': None, 'size': im.shape[:2]}
-        vr = self._reader(p); h, w = vr[0].shape[:2]
-        return {'path': p, 'frames': len(vr), 'fps': float(vr.get_avg_fps()), 'size': (h, w)}
+            im = _imread(fs[0]); inf = {'path': p, 'frames': len(fs), 'fps': None, 'size': im.shape[:2]}
+        else:
+            vr = self._reader(p); h, w = vr[0].shape[:2]
+            inf = {'path': p, 'frames': len(vr), 'fps': float(vr.get_avg_fps()), 'size': (h, w)}
+        self._info[p] = inf
+        return inf
+    def _whole(self, p: Path, inf: dict) -> np.ndarray | None:
+        "All decoded frames (N, H, W, 3) of a short video from the LRU (decoding it on a miss); None for long videos."
+        nbytes = inf['frames'] * inf['size'][0] * inf['size'][1] * 3
+        if nbytes > self.whole_video_mb * 2**20 or nbytes > self.frame_cache_mb * 2**20: return None
+        if p in self._frames: self._frames.move_to_end(p); self.hits += 1; return self._frames[p]
+        self.misses += 1
+        vr = self._reader(p)
+        try: fr = vr.get_batch(list(range(len(vr)))).asnumpy()
+        except Exception as e: raise OvstadError(f"cannot decode {p}: {str(e).splitlines()[0]}") from None
+        self._frames[p] = fr; self._frames_bytes += fr.nbytes
+        while self._frames_bytes > self.frame_cache_mb * 2**20 and len(self._frames) > 1:
+            self._frames_bytes -= self._frames.popitem(last=False)[1].nbytes
+        return fr
     def read_frames(self, video: str, indices) -> np.ndarray:
         "uint8 frames (T, H, W, 3) RGB at 0-based `indices` (clamped to the video)."
         p = self.locate(video); idx = np.asarray(indices, dtype=np.int64)
         if p.is_dir():
-            n = len(list(p.glob('*.jpg'))); idx = np.clip(idx, 0, n - 1)
+            n = self.info(video)['frames']; idx = np.clip(idx, 0, n - 1)
             return np.stack([_imread(p/f"{i + 1:05d}.jpg") for i in idx])
+        whole = self._whole(p, self.info(video))
+        if whole is not None: return whole[np.clip(idx, 0, len(whole) - 1)].copy()
         vr = self._reader(p); idx = np.clip(idx, 0, len(vr) - 1)
         try: return vr.get_batch(idx.tolist()).asnumpy()
         except Exception as e: raise OvstadError(f"cannot decode frames {idx.tolist()} of {p}: {str(e).splitlines()[0]}") from None
@@ -393,7 +424,9 @@ class ClipReader:
         "An AVA clip centred on second `timestamp`: frame `round((timestamp - time_offset) * fps)` (time_offset=900 for the 15-minute cuts)."
         fps = self.info(video_id)['fps'] or 30.0
         return self.read(video_id, int(round((timestamp - time_offset) * fps)), num_frames, stride)
-    def __repr__(self): return f"ClipReader({self.root}: {self.videos_dir}/ or {self.frames_dir}/)"
+    def __repr__(self):
+        return (f"ClipReader({self.root}: {self.videos_dir}/ or {self.frames_dir}/; {len(self._frames)} videos decoded in cache, "
+                f"{self._frames_bytes / 2**20:.0f}/{self.frame_cache_mb:g} MiB, {self.hits} hits / {self.misses} misses)")
 
 def _imread(p) -> np.ndarray:
     import cv2

@@ -122,6 +122,19 @@ def test_dataset_skip_bad_counts(tmp_path):
     assert ds2.check_videos() == 2 and len(ds2) == 2
 
 
+def test_short_videos_are_decoded_once_and_read_the_same(tmp_path):
+    for v in ('a', 'b', 'c'): _write_toy_video(tmp_path/f'videos/{v}.mp4', n=12)
+    plain = ClipReader(tmp_path, frame_cache_mb=0)         # no decoded-frame cache: clip by clip
+    cached = ClipReader(tmp_path, frame_cache_mb=1)        # 12 x 48 x 64 x 3 = 108 KiB per video: 9 fit
+    for v in ('a', 'b', 'a', 'c', 'a'):
+        for centre in (0, 5, 11):
+            assert np.array_equal(cached.read(v, centre, 8, 2), plain.read(v, centre, 8, 2))
+    assert cached.misses == 3 and cached.hits == 12 and plain.hits == plain.misses == 0
+    assert '3 videos decoded in cache' in repr(cached)
+    small = ClipReader(tmp_path, frame_cache_mb=0.25)      # room for two videos: the least recently used goes
+    for v in ('a', 'b', 'c', 'a'): small.read(v, 3, 4, 1)
+    assert small.misses == 4 and len(small._frames) == 2
+
 def test_frame_folder_layout(tmp_path):
     import cv2
     d = tmp_path/'rgb-images/cls/vid'; d.mkdir(parents=True)
