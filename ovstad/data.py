@@ -340,7 +340,7 @@ class ClipReader:
     then paid once per video instead of once per clip. Long videos are decoded clip by clip (`get_batch`)."""
     def __init__(self, root, videos_dir: str = 'videos', frames_dir: str = 'rgb-images',  # subfolders of `root`
                  cache: int = 4, num_threads: int = 1,  # open decord readers kept; decoder threads
-                 frame_cache_mb: float = 512, whole_video_mb: float = 8):  # decoded-frame LRU budget; largest video decoded whole
+                 frame_cache_mb: float = 1024, whole_video_mb: float = 8):  # decoded-frame LRU budget; largest video decoded whole
         self.root, self.videos_dir, self.frames_dir = Path(root), videos_dir, frames_dir
         self.cache, self.num_threads, self._open = cache, num_threads, OrderedDict()
         self.frame_cache_mb, self.whole_video_mb = frame_cache_mb, whole_video_mb

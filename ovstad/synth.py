@@ -676,7 +676,7 @@ PROFILES = {
     'mini': dict(size=112, pretrain=4000, ucf_train=24, ucf_test=5, jhmdb=12, ava_train=220, ava_val=90,
                  hcstvg_train=400, hcstvg_val=60, vidstg_train=400, vidstg_val=60),
 }
-GENERATOR_VERSION = 4  # bump whenever the same seed would give different files
+GENERATOR_VERSION = 5  # bump whenever the same seed would give different files
 _MANAGED = ['world.json', 'README.md', 'contact_sheet.png', 'pretrain', 'ucf101-24', 'jhmdb', 'ava', 'hcstvg', 'vidstg']
 
 def world_params(profile: str, seed: int = 0, **overrides) -> dict:
@@ -814,7 +814,7 @@ def write_vidstg(root: Path, recs: list) -> dict:
         for e in r['entries']:
             out[r['split']].append({'vid': v, 'fps': fps, 'frame_count': T, 'width': S, 'height': S,
                                     'used_segment': {'begin_fid': 0, 'end_fid': T - 1}, 'subject/objects': so,
-                                    'temporal_gt': {'begin_fid': int(e['t0']), 'end_fid': int(e['t1']) - 1},
+                                    'temporal_gt': {'begin_fid': int(e['t0']), 'end_fid': int(e['t1'])},  # exclusive, as VidSTG's (it may equal frame_count)
                                     'captions': [dict(description=e['description'], type=e['type'], target_id=int(e['target']))],
                                     'questions': []})
     for s, d in out.items(): atomic_save_json(d, root/f'{s}_annotations.json')

@@ -73,7 +73,10 @@ def test_every_file_reads_back(world):
         elif rel.startswith('vidstg/vidor/annotation/'):
             t = data.read_vidor_trajectories(p); assert t['tubes']; ok(p)
         elif rel.startswith('vidstg/') and rel.endswith('_annotations.json'):
-            assert len(data.read_vidstg(p)) > 0; ok(p)
+            recs = data.read_vidstg(p); assert len(recs) > 0; ok(p)
+            # temporal_gt end_fid is exclusive (as in VidSTG, where it may equal frame_count); used_segment's is inclusive
+            assert all(0 <= r.temporal_gt[0] < r.temporal_gt[1] <= r.frame_count for r in recs)
+            assert all(r.used_segment == (0, r.frame_count - 1) for r in recs)
         elif rel == 'pretrain/captions.json':
             try: from ovstad.stages import read_captions
             except ImportError: read_captions = None
