@@ -333,7 +333,9 @@ def build_region_text_stats(profile: str, runs_dir='runs', data_root=None, sourc
     "Build (or reuse) the region-text pairs of a profile and return ({source: stats}, out folder, reused?)."
     if profile != 'full' and data_root is None: data_root = _ensure_world(profile)
     roots = grounding_roots(profile, data_root)
-    out = Path(runs_dir)/f"region-text-{stable_hash({k: str(v) for k, v in roots.items()} | {'sources': sorted(sources)})}"
+    from ovstad.stages import data_fingerprint  # the annotations' content, so a rebuilt world gets a new folder
+    key = {k: str(v) for k, v in roots.items()} | {'sources': sorted(sources)} | data_fingerprint(*roots.values())
+    out = Path(runs_dir)/f"region-text-{stable_hash(key)}"
     done = out/'table1_stats.json'
     if done.exists(): return json.loads(done.read_text()), out, True
     if builder is None:
