@@ -118,7 +118,11 @@ class ClassList:
         if len(ids) != len(names): raise OvstadError(f"ClassList: {len(ids)} ids but {len(names)} names")
         for what, xs in (('id', ids), ('name', names)):
             dup = sorted({x for x in xs if xs.count(x) > 1})
-            if dup: raise OvstadError(f"ClassList: duplicate class {what}s {dup}")
+            if dup and what == 'name':
+                where = '; '.join(f"{d!r}: ids {[i for i, n in zip(ids, names) if n == d]}" for d in dup)
+                raise OvstadError(f"ClassList: duplicate class names ({where}); give each class its own name, "
+                                  "since names become the text prompts")
+            if dup: raise OvstadError(f"ClassList: duplicate class ids {dup}")
         object.__setattr__(self, 'ids', ids); object.__setattr__(self, 'names', names)
         object.__setattr__(self, '_by_id', {i: k for k, i in enumerate(ids)})
         object.__setattr__(self, '_by_name', {n: k for k, n in enumerate(names)})
@@ -139,7 +143,7 @@ class ClassList:
                 n, i = re.search(r'name:\s*"([^"]*)"', it), re.search(r'\bid:\s*(\d+)', it)
                 if not (n and i): raise OvstadError(f"{path}: item {k} lacks a name or an id: {it.strip()!r}")
                 names.append(n.group(1)); ids.append(int(i.group(1)))
-            return cls(tuple(ids), tuple(names))
+            return cls._read(path, ids, names)
         ids, names = [], []
         for ln, line in enumerate(txt.splitlines(), 1):
             if not line.strip(): continue
@@ -147,7 +151,11 @@ class ClassList:
             if not m: raise OvstadError(f"{path}:{ln}: expected `item {{...}}` blocks or `id: name` lines, got {line!r}")
             ids.append(int(m.group(1))); names.append(m.group(2))
         if not ids: raise OvstadError(f"{path}: no classes found")
-        return cls(tuple(ids), tuple(names))
+        return cls._read(path, ids, names)
+    @classmethod
+    def _read(cls, path, ids, names) -> 'ClassList':
+        try: return cls(tuple(ids), tuple(names))
+        except OvstadError as e: raise OvstadError(f"{path}: {str(e).removeprefix('ClassList: ')}") from None
     def __len__(self): return len(self.ids)
     def __iter__(self): return iter(zip(self.ids, self.names))
     def __contains__(self, x): return x in self._by_id or x in self._by_name

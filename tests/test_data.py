@@ -296,3 +296,10 @@ def test_inspect_errors(tmp_path):
     assert r.returncode == 2 and 'does not exist' in r.stderr
     h = subprocess.run([str(BIN/'ovstad'), 'data', 'inspect', '--help'], capture_output=True, text=True)
     assert 'examples:' in h.stdout and '--format' in h.stdout
+
+
+@needs_shared
+def test_label_map_with_duplicate_names_names_file_and_ids():
+    # mmaction2's test label map gives ids 79 and 80 the same name: names become prompts, so ClassList refuses, saying where
+    with pytest.raises(OvstadError, match=r"action_list\.txt: duplicate class names \('action3': ids \[79, 80\]\); give each class its own name"):
+        ClassList.from_pbtxt(SHARED/'ava-sample/action_list.txt')
