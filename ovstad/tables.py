@@ -19,7 +19,7 @@ from .core import OvstadError, Settings, atomic_write, atomic_save_json, stable_
 __all__ = ['UCF_JHMDB', 'OV_AVA', 'LOCAL', 'GL', 'PAPER_BETAS', 'PAPER_FRACTIONS', 'TABLE_BUILDERS', 'FULL_KEYS', 'FULL_COUNTS',
            'LAYOUT', 'Row', 'canonical_chain', 'chain_id', 'TableSpec', 'chain', 'zero_shot', 'ft', 'al', 'table1',
            'table2', 'table3', 'table4', 'table5', 'table6', 'get_table', 'all_chains', 'RowResult', 'load_chain_fn',
-           'measure_chain', 'profile_data_root', 'grounding_roots', 'region_text_stats_table',
+           'measure_chain', 'chance_level', 'profile_data_root', 'grounding_roots', 'region_text_stats_table',
            'build_region_text_stats', 'TableResult', 'resolve_dir', 'run_table', 'data_provenance', 'class_lists',
            'FakeChainResult', 'report_frame', 'to_markdown', 'table_markdown', 'table_html', 'write_table_report',
            'plot_table', 'check_full_layout', 'require_full_layout', 'planned_runs', 'dispatch_runs', 'plan_table',
@@ -289,6 +289,32 @@ def _chain_row(row: Row, kw: dict, chain_fn, memo, columns) -> RowResult:
     return RowResult(row.key, row.label, vals, cached=bool(recalled or getattr(res, 'from_cache', False)), wall_s=dt,
                      runs=_run_paths(res), detections=None if det is None else str(det))
 
+# %% ../nbs/09_tables.ipynb #0335ca8d
+def chance_level(detect_dir,              # a complete detect run folder (detections.csv, config.json)
+                 profile: str = 'mini', data_root=None,
+                 seeds: int = 3,          # random score draws to average
+                ) -> dict:
+    "Frame mAP@0.5 in % (`{'base', 'novel', 'all'}`) of the run's detections with uniformly random scores, mean over `seeds` draws."
+    import numpy as np
+    from ovstad.stages import DetectConfig, load_benchmark, load_run, read_detections
+    dr = load_run(Path(detect_dir), DetectConfig); cfg = dr.config
+    get = (lambda k: cfg[k]) if isinstance(cfg, dict) else (lambda k: getattr(cfg, k))
+    bench = load_benchmark(get('benchmark'), profile, data_root, get('proposal_threshold'))
+    dets = read_detections(dr); out = []
+    for s in range(seeds):
+        d = dets.copy(); d['score'] = np.random.default_rng(s).random(len(d))
+        res = bench.evaluate(d, keyframe_step=get('keyframe_step')) if get('benchmark') == 'ucf_jhmdb' else bench.evaluate(d)
+        out.append({k: float(res[k].map) for k in ('base', 'novel', 'all')})
+    return {k: round(100 * float(np.mean([o[k] for o in out])), 2) for k in ('base', 'novel', 'all')}
+
+def _table_chance(rows: dict, profile: str, data_root=None) -> dict | None:
+    "The chance level of the first measured row that has a detections file (None when no row has one)."
+    for r in rows.values():
+        if r.detections and Path(r.detections).exists():
+            try: return chance_level(Path(r.detections).parent, profile, data_root)
+            except (OvstadError, OSError, KeyError, ValueError) as e: return {'error': str(e).splitlines()[0]}
+    return None
+
 # %% ../nbs/09_tables.ipynb #80ea2f5b
 def profile_data_root(profile: str, settings: Settings | None = None) -> Path:
     "The data root of a profile: `<mini_root>/<profile>` for smoke/mini (generated on first use); None for full."
@@ -443,6 +469,7 @@ def run_table(table: int | TableSpec, profile: str = 'smoke', device: str = 'aut
             rows[r.key] = _chain_row(r, kw, fn, memo, spec.columns)
     meta = dict(profile=profile, device=device, seed=seed, runs_dir=str(runs_dir),
                 provenance=data_provenance(profile, data_root), classes=class_lists(spec, profile, data_root))
+    if spec.kind != 'region_text': meta['chance'] = _table_chance(rows, profile, data_root)
     return TableResult(spec, profile, rows, time.time() - t0, meta)
 
 # %% ../nbs/09_tables.ipynb #48da21fd
@@ -533,6 +560,13 @@ def to_markdown(df: pd.DataFrame) -> str:
 # %% ../nbs/09_tables.ipynb #2aeefd57
 def _title(result): return f"Table {result.number}: {result.spec.title} ({result.profile} profile)"
 
+def _chance_text(ch: dict | None, columns) -> str:
+    if not ch: return ''
+    if 'error' in ch: return f"Chance level: not computed ({ch['error']})."
+    vals = ', '.join(f"{c} {ch[c]:.2f}" for c in columns if c in ch)
+    return (f"Chance level (the first row's detections with uniformly random scores, same evaluator): {vals}. "
+            "Measured numbers near these mean the model does not tell the classes apart.")
+
 def table_markdown(result: TableResult) -> str:
     "The markdown report of one table: title, the table, notes, cache and provenance."
     m = result.meta
@@ -542,6 +576,8 @@ def table_markdown(result: TableResult) -> str:
              f"'paper': copied from {result.spec.where} of the paper; rows marked (quoted) are numbers the paper quotes from "
              "other work and are not measured here.", '']
     if result.spec.note: lines += [f"Note: {result.spec.note}", '']
+    ch = _chance_text(m.get('chance'), result.spec.columns)
+    if ch: lines += [ch, '']
     lines += [f"Rows from the run cache: {result.n_cached} of {len(result.rows)}; measuring took {result.wall_s:.1f} s.", '']
     miss = result.missing()
     if miss: lines += [f"**Cells without a measured number:** {miss}", '']
@@ -560,6 +596,7 @@ def table_html(result: TableResult) -> str:
             "<style>body{font-family:sans-serif;margin:2em} table{border-collapse:collapse} td,th{padding:3px 8px;"
             "border-bottom:1px solid #ddd;text-align:right} td:first-child,th:first-child{text-align:left}</style></head>"
             f"<body><h1>{html.escape(_title(result))}</h1>{body}<p>{notes}</p>"
+            f"<p>{html.escape(_chance_text(result.meta.get('chance'), result.spec.columns))}</p>"
             f"<p>Rows from the run cache: {result.n_cached} of {len(result.rows)}; measuring took {result.wall_s:.1f} s.</p>"
             f"<pre>{html.escape(json.dumps(result.meta.get('provenance'), indent=1, default=str))}</pre></body></html>\n")
 

@@ -99,6 +99,9 @@ def test_every_table_file_has_every_measured_cell(flow):
                 assert isinstance(v, (int, float)) and v == v, f'Table {n} row {row["key"]} column {c}: {v!r}'
                 if n > 1: assert 0 <= v <= 100
         assert list((rep/'executed').glob(f'table{n}_*.ipynb'))
+        if n > 1:  # the chance level of the table's benchmark: the same detections with random scores
+            md = (rep/f'table{n}.md').read_text()
+            assert 'Chance level (' in md and 'not computed' not in md, f'Table {n}: no chance level'
     readme = (rep/'README.md').read_text()
     for s in ('Table 1', 'Table 6', 'git_commit', 'torch', 'Class lists', 'Data provenance', 'rows from cache', str(flow['tmp']/'world')):
         assert s in readme, s
