@@ -6,7 +6,7 @@ Docs: https://github.com/ovstad/ovstad/synth.html.md"""
 
 # %% ../nbs/06_synth.ipynb #2cf58cab
 from __future__ import annotations
-import json, math, os, pickle, shutil, sys, time
+import contextlib, json, math, os, pickle, shutil, sys, time
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, asdict
@@ -903,7 +903,20 @@ def ensure_world(profile: str = 'mini',          # 'smoke' or 'mini'
     out = Path(out) if out is not None else Settings().path_of('paths', 'mini_root', 'data')/profile
     params = world_params(profile, seed)
     if world_is_current(out, params): return out
-    return build_world(out, profile, seed, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    with _build_lock(out):  # two processes asking for the same world: the second waits, then finds it built
+        if world_is_current(out, params): return out
+        return build_world(out, profile, seed, progress=progress)
+
+@contextlib.contextmanager
+def _build_lock(out: Path):
+    "An exclusive lock on `out/.build.lock` (POSIX `flock`; where that is missing, no lock)."
+    try: import fcntl
+    except ImportError: yield; return
+    with open(out/'.build.lock', 'a') as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try: yield
+        finally: fcntl.flock(f, fcntl.LOCK_UN)
 
 # %% ../nbs/06_synth.ipynb #82a0a902
 def _label_img(img, text, pos, scale=0.35):

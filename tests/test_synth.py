@@ -261,3 +261,20 @@ def test_cli_help_and_errors(capsys):
     assert '--seed must be >= 0' in capsys.readouterr().err
     with pytest.raises(synth.OvstadError, match='unknown world size keys'):
         synth.world_params('smoke', 0, clips=3)
+
+
+def test_concurrent_ensure_world_builds_once(tmp_path, monkeypatch):
+    # two callers ask for the same missing world at once: one builds, the other waits on the lock and reuses it
+    import threading
+    calls = []
+    def fake_build(out, profile, seed, progress=True):
+        calls.append(threading.get_ident()); time.sleep(0.5)
+        p = synth.world_params(profile, seed)
+        (Path(out)/'world.json').write_text(json.dumps({**p, 'params_hash': synth.stable_hash(p)}))
+        return Path(out)
+    monkeypatch.setattr(synth, 'build_world', fake_build)
+    outs = []
+    ts = [threading.Thread(target=lambda: outs.append(synth.ensure_world('smoke', tmp_path/'w', progress=False))) for _ in range(2)]
+    for t in ts: t.start()
+    for t in ts: t.join()
+    assert len(calls) == 1 and outs == [tmp_path/'w'] * 2
