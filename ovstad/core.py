@@ -6,7 +6,7 @@ Docs: https://github.com/ovstad/ovstad/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #1c8a6b3b
 from __future__ import annotations
-import configparser, contextlib, hashlib, json, os, random, tempfile
+import configparser, contextlib, hashlib, json, os, random, sys, tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import torch
 
 # %% auto #0
 __all__ = ['OvstadError', 'project_root', 'Settings', 'resolve_device', 'seed_everything', 'atomic_write', 'atomic_save_json',
-           'atomic_torch_save', 'stable_hash', 'ClassList', 'cli_group']
+           'atomic_torch_save', 'file_lock', 'stable_hash', 'ClassList', 'cli_group']
 
 # %% ../nbs/00_core.ipynb #b6c187e0
 class OvstadError(Exception):
@@ -97,6 +97,23 @@ def _json_default(o):
     if isinstance(o, Path): return str(o)
     if isinstance(o, torch.Tensor): return o.tolist()
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+# %% ../nbs/00_core.ipynb #1135b45c
+@contextlib.contextmanager
+def file_lock(path: str | Path,          # the lock file (created if missing)
+              waiting: str | None = None, # said on stderr when another process holds the lock and this one waits
+             ):
+    "Hold an exclusive POSIX `flock` on `path` for the `with` block; waits while another process holds it (no lock where `fcntl` is missing)."
+    try: import fcntl
+    except ImportError: yield; return
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'a') as f:
+        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting: print(waiting, file=sys.stderr)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try: yield
+        finally: fcntl.flock(f, fcntl.LOCK_UN)
 
 # %% ../nbs/00_core.ipynb #9fbc7c15
 def stable_hash(obj: Any, n: int = 12) -> str:

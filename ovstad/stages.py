@@ -25,7 +25,8 @@ __all__ = ['STAGE_CONFIGS', 'BENCHMARKS', 'PROFILES', 'ACT_DET_COLUMNS', 'align_
            'world_root', 'data_roots', 'data_fingerprint', 'flip_p', 'read_captions', 'CaptionDataset',
            'collate_captions', 'PretrainTask', 'AlignTask', 'FinetuneTask', 'load_detector', 'pretrain', 'PairsConfig',
            'region_text_pairs', 'align', 'load_benchmark', 'finetune', 'score_dataset', 'read_detections', 'detect',
-           'evaluate', 'base_viclip', 'PlannedRun', 'plan_chain', 'ChainResult', 'run_chain', 'add_cli']
+           'detect_config', 'evaluate_detections', 'evaluate', 'base_viclip', 'PlannedRun', 'plan_chain', 'ChainResult',
+           'run_chain', 'add_cli']
 
 # %% ../nbs/07b_stages.ipynb #7ad91c35
 @dataclass
@@ -150,13 +151,17 @@ def data_roots(profile: str, data_root: str | Path | None = None) -> dict:
     s = Settings()
     return {'pretrain': None, **{k: s.path_of('full', v) for k, v in _FULL_KEYS.items()}}
 
+def _world_json(d) -> Path | None:
+    "The `world.json` of a generated world that `d` is (or is a corpus folder of), else None."
+    return next((p/'world.json' for p in (Path(d), Path(d).parent) if (p/'world.json').exists()), None)
+
 def data_fingerprint(*folders) -> dict:
     "A hashable summary of the annotation files (not videos) in `folders`: names and sizes, and world.json's content."
     out = {}
     for d in folders:
         if d is None: continue
         d = Path(d)
-        w = next((p/'world.json' for p in (d, d.parent) if (p/'world.json').exists()), None)
+        w = _world_json(d)
         if w is not None: out[d.name] = {'world': stable_hash(json.loads(w.read_text()))}; continue
         if not d.exists(): out[d.name] = 'missing'; continue
         out[d.name] = {p.name: p.stat().st_size for p in sorted(d.iterdir())
@@ -168,7 +173,7 @@ def flip_p(*folders, default: float = 0.5) -> float:
     parent) says `hflip_swaps_sides` (the mini world's labels name the person's left or right, which a flip swaps), else `default`."""
     for d in folders:
         if d is None: continue
-        w = next((p/'world.json' for p in (Path(d), Path(d).parent) if (p/'world.json').exists()), None)
+        w = _world_json(d)
         if w is None: continue
         try: card = json.loads(w.read_text())
         except (json.JSONDecodeError, OSError) as e: raise OvstadError(f"{w} is not readable JSON ({e}); rebuild the world with `ovstad mini build`") from None
@@ -563,6 +568,14 @@ def detect(cfg: DetectConfig | None = None,   # default: the profile's recipe (b
     return _execute(run, body)
 
 # %% ../nbs/07b_stages.ipynb #b52cf4f7
+def detect_config(dr: Run) -> DetectConfig:
+    "The `DetectConfig` of a detect run (loaded runs may hold it as a dict)."
+    return dr.config if isinstance(dr.config, DetectConfig) else config_from_dict(DetectConfig, dr.config)
+
+def evaluate_detections(bench, dets, dcfg: DetectConfig) -> dict:
+    "`{'base', 'novel', 'all'}` Frame mAP results of `dets` under the benchmark's protocol (ACT scores every `keyframe_step`-th frame)."
+    return bench.evaluate(dets, keyframe_step=dcfg.keyframe_step) if dcfg.benchmark == 'ucf_jhmdb' else bench.evaluate(dets)
+
 def evaluate(detect_run,                         # a complete detect Run or its folder
              cfg: EvaluateConfig | None = None,
              runs_dir: str | Path = 'runs', profile: str = 'mini', data_root: str | Path | None = None) -> Run:
@@ -570,13 +583,13 @@ def evaluate(detect_run,                         # a complete detect Run or its 
     cfg = cfg or EvaluateConfig()
     dr = load_run(detect_run, DetectConfig) if not isinstance(detect_run, Run) else detect_run
     if not dr.complete: raise OvstadError(f"detect run {dr.path} is not complete; run `ovstad detect-run` first")
-    dcfg = dr.config if isinstance(dr.config, DetectConfig) else config_from_dict(DetectConfig, dr.config)
+    dcfg = detect_config(dr)
     run = Run('evaluate', cfg, [dr], runs_dir)
     def body(run):
         bench = load_benchmark(dcfg.benchmark, profile, data_root, dcfg.proposal_threshold)
         dets = read_detections(dr)
         if cfg.iou_threshold != 0.5: raise OvstadError("the benchmarks evaluate at IoU 0.5 (Frame mAP@0.5); iou_threshold must be 0.5")
-        res = bench.evaluate(dets, keyframe_step=dcfg.keyframe_step) if dcfg.benchmark == 'ucf_jhmdb' else bench.evaluate(dets)
+        res = evaluate_detections(bench, dets, dcfg)
         m = {k: float(res[k].map) for k in ('base', 'novel', 'all')}
         out = {**m, 'benchmark': dcfg.benchmark, 'beta': dcfg.beta, 'protocol': 'ACT frameAP' if dcfg.benchmark == 'ucf_jhmdb' else 'AVA (ActivityNet)',
                'per_class': {k: {n: (None if ap is None or ap != ap else float(ap)) for n, ap in res[k].per_class.items()} for k in ('base', 'novel')},

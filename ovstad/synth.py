@@ -6,7 +6,7 @@ Docs: https://github.com/ovstad/ovstad/synth.html.md"""
 
 # %% ../nbs/06_synth.ipynb #2cf58cab
 from __future__ import annotations
-import contextlib, json, math, os, pickle, shutil, sys, time
+import json, math, os, pickle, shutil, sys, time
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, asdict
@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from .core import (OvstadError, Settings, atomic_write, atomic_save_json, stable_hash, cli_group,
-                         ClassList)
+                         ClassList, file_lock)
 
 # %% auto #0
 __all__ = ['ACTIONS', 'UCF_BASE', 'JHMDB_NOVEL', 'AVA_CLASSES', 'GROUNDING_ONLY', 'COLOURS', 'SCENES', 'CORPORA', 'FPS',
@@ -904,19 +904,10 @@ def ensure_world(profile: str = 'mini',          # 'smoke' or 'mini'
     params = world_params(profile, seed)
     if world_is_current(out, params): return out
     out.mkdir(parents=True, exist_ok=True)
-    with _build_lock(out):  # two processes asking for the same world: the second waits, then finds it built
+    # two processes asking for the same world: the second waits, then finds it built
+    with file_lock(out/'.build.lock', f"{out}: another process is building this world; waiting for it"):
         if world_is_current(out, params): return out
         return build_world(out, profile, seed, progress=progress)
-
-@contextlib.contextmanager
-def _build_lock(out: Path):
-    "An exclusive lock on `out/.build.lock` (POSIX `flock`; where that is missing, no lock)."
-    try: import fcntl
-    except ImportError: yield; return
-    with open(out/'.build.lock', 'a') as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try: yield
-        finally: fcntl.flock(f, fcntl.LOCK_UN)
 
 # %% ../nbs/06_synth.ipynb #82a0a902
 def _label_img(img, text, pos, scale=0.35):

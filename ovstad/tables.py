@@ -296,14 +296,13 @@ def chance_level(detect_dir,              # a complete detect run folder (detect
                 ) -> dict:
     "Frame mAP@0.5 in % (`{'base', 'novel', 'all'}`) of the run's detections with uniformly random scores, mean over `seeds` draws."
     import numpy as np
-    from ovstad.stages import DetectConfig, load_benchmark, load_run, read_detections
-    dr = load_run(Path(detect_dir), DetectConfig); cfg = dr.config
-    get = (lambda k: cfg[k]) if isinstance(cfg, dict) else (lambda k: getattr(cfg, k))
-    bench = load_benchmark(get('benchmark'), profile, data_root, get('proposal_threshold'))
+    from ovstad.stages import DetectConfig, detect_config, evaluate_detections, load_benchmark, load_run, read_detections
+    dr = load_run(Path(detect_dir), DetectConfig); dcfg = detect_config(dr)
+    bench = load_benchmark(dcfg.benchmark, profile, data_root, dcfg.proposal_threshold)
     dets = read_detections(dr); out = []
     for s in range(seeds):
         d = dets.copy(); d['score'] = np.random.default_rng(s).random(len(d))
-        res = bench.evaluate(d, keyframe_step=get('keyframe_step')) if get('benchmark') == 'ucf_jhmdb' else bench.evaluate(d)
+        res = evaluate_detections(bench, d, dcfg)
         out.append({k: float(res[k].map) for k in ('base', 'novel', 'all')})
     return {k: round(100 * float(np.mean([o[k] for o in out])), 2) for k in ('base', 'novel', 'all')}
 

@@ -6,7 +6,7 @@ Docs: https://github.com/ovstad/ovstad/trainer.html.md"""
 
 # %% ../nbs/07_trainer.ipynb #8a514e5d
 from __future__ import annotations
-import contextlib, dataclasses, difflib, fcntl, json, math, os, random, re, shutil, sys, time, types, typing
+import contextlib, dataclasses, difflib, json, math, os, random, re, shutil, sys, time, types, typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .core import (OvstadError, atomic_save_json, atomic_torch_save, atomic_write, resolve_device,
-                         seed_everything, stable_hash)
+                         file_lock, seed_everything, stable_hash)
 
 # %% auto #0
 __all__ = ['opfield', 'TrainConfig', 'override', 'config_dict', 'config_from_dict', 'lr_factor', 'StepSampler', 'Run', 'load_run',
@@ -241,13 +241,7 @@ class Run:
     def lock(self):
         "Hold an exclusive lock on the run folder (waits while another process holds it)."
         self.prepare()
-        with open(self.path/'.lock', 'w') as f:
-            try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                print(f"{self.id}: another process is running this run; waiting for it", file=sys.stderr)
-                fcntl.flock(f, fcntl.LOCK_EX)
-            try: yield self
-            finally: fcntl.flock(f, fcntl.LOCK_UN)
+        with file_lock(self.path/'.lock', f"{self.id}: another process is running this run; waiting for it"): yield self
     def finish(self, metrics: dict, artefact: str | None = None, **extra) -> 'Run':
         "Mark the run complete: write DONE.json (metrics, artefact file name, extra info) atomically, last."
         atomic_save_json({'stage': self.stage, 'id': self.id, 'metrics': metrics, 'artefact': artefact,
