@@ -13,7 +13,7 @@ from torchvision.ops import sigmoid_focal_loss
 from .core import OvstadError
 
 # %% auto #0
-__all__ = ['info_nce', 'focal_classification_loss', 'region_text_alignment_loss']
+__all__ = ['info_nce', 'uniformity_loss', 'focal_classification_loss', 'region_text_alignment_loss']
 
 # %% ../nbs/02_losses.ipynb #0c72f853
 def _pair(a: torch.Tensor, b: torch.Tensor, what: str):
@@ -41,6 +41,22 @@ def info_nce(video_emb: torch.Tensor,       # (N, D) video embeddings (normalize
     target = torch.arange(len(v), device=v.device)
     loss = F.cross_entropy(logits, target)
     return (loss + F.cross_entropy(logits.T, target)) / 2 if symmetric else loss
+
+# %% ../nbs/02_losses.ipynb #7612e47f
+def uniformity_loss(emb: torch.Tensor,             # (N, D) embeddings (normalized inside)
+                    groups: torch.Tensor | None = None, # (N,) ids; pairs with equal ids are left out (None: none)
+                    t: float = 2.0,                 # Wang and Isola's t
+                   ) -> torch.Tensor:
+    "Scalar `log mean exp(-t ||x_i - x_j||^2)` over the pairs i != j of different groups (0 when there are none)."
+    if emb.ndim != 2 or len(emb) == 0: raise OvstadError(f"uniformity_loss: expected a non-empty (N, D) tensor, got {tuple(emb.shape)}")
+    x = F.normalize(emb.float(), dim=-1)
+    d2 = (2 - 2 * x @ x.T).clamp(min=0)            # squared distance of unit vectors
+    keep = ~torch.eye(len(x), dtype=torch.bool, device=x.device)
+    if groups is not None:
+        g = torch.as_tensor(groups, device=x.device)
+        keep &= g[:, None] != g[None]
+    if not keep.any(): return x.sum() * 0
+    return torch.logsumexp(-t * d2[keep], 0) - torch.log(keep.sum().float())
 
 # %% ../nbs/02_losses.ipynb #1e5b8e63
 def focal_classification_loss(logits: torch.Tensor,   # (K, C) box-by-class logits, cos / tau

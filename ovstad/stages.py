@@ -44,6 +44,7 @@ class PretrainConfig(ClipConfig, TrainConfig):
     model: str = 'mini'              # named ViCLIP size to build: smoke, mini, b16, l14
     temp_init: float = 0.07          # initial temperature (CLIP's 0.07 for training from scratch; released ViCLIPs end at 0.01)
     temp_trainable: bool = True      # learn ViCLIP's temperature (Eq. 1's tau)
+    text_uniformity: float = 0.0     # weight of a uniformity term on the caption embeddings (0: ViCLIP's recipe; see `uniformity_loss`)
 
 @dataclass
 class AlignConfig(ClipConfig, TrainConfig):
@@ -94,9 +95,9 @@ _RECIPES = {
     ('pretrain', 'full'): dict(model='b16', steps=100_000, batch_size=256, optimizer='adamw', lr=4e-4, momentum=0.9,
                                weight_decay=0.2, warmup_steps=2000, short_side=224, crop=224, stride=4),
     ('pretrain', 'mini'): dict(model='mini', steps=300, batch_size=32, optimizer='adamw', lr=1e-3, weight_decay=0.05,
-                               warmup_steps=30, stride=1, ckpt_every=60),
+                               warmup_steps=30, stride=1, ckpt_every=60, text_uniformity=1.0),
     ('pretrain', 'smoke'): dict(model='smoke', steps=30, batch_size=16, optimizer='adamw', lr=2e-3, weight_decay=0.05,
-                                warmup_steps=5, stride=1, ckpt_every=15),
+                                warmup_steps=5, stride=1, ckpt_every=15, text_uniformity=1.0),
     ('align', 'full'): dict(steps=60_000, batch_size=16, lr=1e-5, warmup_steps=1000, num_frames=8, stride=1,
                             short_side=256, crop=224, ckpt_every=2000, log_every=50),
     ('align', 'mini'): dict(steps=120, batch_size=16, lr=2e-2, warmup_steps=10, ckpt_every=40, tau_lr_scale=0.0),
@@ -258,16 +259,22 @@ def collate_captions(items: list) -> dict:
 
 # %% ../nbs/07b_stages.ipynb #070b0169
 class PretrainTask(nn.Module):
-    "InfoNCE (Eq. 1) between the clips' global embeddings and their captions' embeddings, both towers trained (under DDP, negatives are the process's own micro-batch)."
-    def __init__(self, viclip, temp_trainable: bool = True):
+    """InfoNCE (Eq. 1) between the clips' global embeddings and their captions' embeddings, both towers trained (under DDP,
+    negatives are the process's own micro-batch), plus `text_uniformity` times `uniformity_loss` of the captions (mini, smoke)."""
+    def __init__(self, viclip, temp_trainable: bool = True, text_uniformity: float = 0.0):
         super().__init__()
-        self.viclip = viclip
+        self.viclip, self.text_uniformity = viclip, float(text_uniformity)
         viclip.temp.requires_grad_(temp_trainable)
     def forward(self, batch):
-        from ovstad.losses import info_nce
+        from ovstad.losses import info_nce, uniformity_loss
         v = self.viclip.encode_video(batch['video'])
         t = self.viclip.encode_text(batch['captions'])
-        return info_nce(v.float(), t.float(), self.viclip.temp.clamp(min=1e-3)), len(v)
+        loss = info_nce(v.float(), t.float(), self.viclip.temp.clamp(min=1e-3))
+        if self.text_uniformity:
+            ids = {c: i for i, c in enumerate(dict.fromkeys(batch['captions']))}  # one caption twice: left out
+            groups = torch.tensor([ids[c] for c in batch['captions']], device=t.device)
+            loss = loss + self.text_uniformity * uniformity_loss(t.float(), groups)
+        return loss, len(v)
 
 class AlignTask(nn.Module):
     "Region-text focal alignment (Eq. 5-6) of fused region features with their (frozen) sentence embeddings."
@@ -373,7 +380,7 @@ def pretrain(cfg: PretrainConfig | None = None,   # default: the profile's recip
         model = ViCLIP.from_config(cfg.model, temp_init=cfg.temp_init)
         T, S, short = _clip_sizes(cfg, model)
         ds = CaptionDataset(root, T, cfg.stride, short, S, True, cfg.augment, cfg.seed, flip_p=flip_p(root))
-        res = train(PretrainTask(model, cfg.temp_trainable), ds, cfg, run.path, collate_captions, resume, desc=run.id)
+        res = train(PretrainTask(model, cfg.temp_trainable, cfg.text_uniformity), ds, cfg, run.path, collate_captions, resume, desc=run.id)
         if dist_info()[0] == 0: model.save_checkpoint(run.path/'viclip.pt', extra={'ovstad_run': run.id, 'ovstad_stage': 'pretrain'})
         return {**res.metrics, 'temp': model.temp.item()}, 'viclip.pt'
     return _execute(run, body)
