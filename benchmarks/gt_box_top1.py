@@ -9,6 +9,9 @@ region feature (beta). Two readings per part, each against chance (1 / number of
 * **box heat**: the prompt whose similarity map (`ovstad.explore.similarity_map`) is warmest inside the box, on
   average, is the box's class. This reads where the heat lies rather than the box score.
 
+It also prints the mean pairwise cosine of each part's prompt embeddings: near 1, the text tower cannot tell the
+prompts apart and no region feature can either.
+
 Frame mAP mixes this with ranking across videos and proposals; this isolates "does the region feature point at the
 right prompt". Needs a built world (`ovstad mini build`) or the real datasets under --data-root.
 
@@ -61,7 +64,10 @@ def main(argv=None):
         # GT labels index the dataset's own label list; map them to this part's prompts by name
         to_part = {i: names.index(n) for i, n in enumerate(gt['labels']) if n in names}
         session.set_prompts(make_prompts(names))
-        hits = heat_hits = n = 0
+        with torch.no_grad():                         # are the prompts themselves apart? (mean pairwise cosine)
+            e = torch.nn.functional.normalize(session.det.prompt_embeddings(list(session.prompts)).float(), dim=-1)
+            cos = float((e @ e.T)[~torch.eye(len(e), dtype=torch.bool)].mean())
+        hits = heat_hits = n = 0; picks, heat_picks = [], []
         for path, frame, label in tqdm(part_videos(gt, vids, Path(vroot), a.max_videos), desc=part, mininterval=1.0):
             if label not in to_part: continue
             session.set_clip(path, keyframe=frame - 1); session.set_box_source('gt')
@@ -71,11 +77,16 @@ def main(argv=None):
             k = next((i for i, l in enumerate(boxes.labels) if name in l.split(', ')), 0)  # the box of this tube's class
             res, sm = session.scores(), session.similarity()
             heat = box_heat(sm, boxes.boxes)           # (P, K)
-            hits += int(np.argmax(res.scores[k]) == to_part[label]); heat_hits += int(np.argmax(heat[:, k]) == to_part[label]); n += 1
-        rows.append((part, n, len(names), hits / max(n, 1), heat_hits / max(n, 1)))
+            pick, heat_pick = int(np.argmax(res.scores[k])), int(np.argmax(heat[:, k]))
+            hits += int(pick == to_part[label]); heat_hits += int(heat_pick == to_part[label]); n += 1
+            picks.append(pick); heat_picks.append(heat_pick)
+        top = lambda xs: (names[max(set(xs), key=xs.count)], xs.count(max(set(xs), key=xs.count)) / len(xs)) if xs else ('-', 0.0)
+        rows.append((part, n, len(names), hits / max(n, 1), heat_hits / max(n, 1), cos, top(picks), top(heat_picks)))
     print(f"GT-box top-1 of {a.checkpoint} (beta {a.beta}; {time.time() - t0:.0f} s)")
-    print(f"{'part':6} {'boxes':>5} {'prompts':>7} {'scores':>7} {'box heat':>8} {'chance':>7}")
-    for part, n, p, s, h in rows: print(f"{part:6} {n:5d} {p:7d} {100 * s:6.1f}% {100 * h:7.1f}% {100 / p:6.1f}%")
+    print(f"{'part':6} {'boxes':>5} {'prompts':>7} {'scores':>7} {'box heat':>8} {'chance':>7} {'prompt cos':>10}")
+    for part, n, p, s, h, c, *_ in rows: print(f"{part:6} {n:5d} {p:7d} {100 * s:6.1f}% {100 * h:7.1f}% {100 / p:6.1f}% {c:10.3f}")
+    print("most frequent best prompt (a model that gives every box one class sits at chance by construction):")
+    for part, *_, (ps, fs), (ph, fh) in rows: print(f"  {part}: by score {ps} ({100 * fs:.0f}% of boxes), by heat {ph} ({100 * fh:.0f}%)")
 
 
 if __name__ == '__main__':
