@@ -18,27 +18,30 @@ right prompt". Needs a built world (`ovstad mini build`) or the real datasets un
     .venv/bin/python benchmarks/gt_box_top1.py CHECKPOINT [--profile mini] [--beta 0.3] [--max-videos 0] [--threads 2]
 """
 import argparse, os, sys, time
+from collections import Counter
 from pathlib import Path
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 import numpy as np, torch
 from tqdm.auto import tqdm
 
 from ovstad.benchmarks import make_prompts
+from ovstad.core import OvstadError
+from ovstad.data import ClipReader
 from ovstad.explore import ProbeSession, box_heat
 from ovstad.stages import load_benchmark, world_root
 
 
 def part_videos(gt: dict, videos, root: Path, limit: int):
-    "(video path, keyframe 1-based, label index) of each test video's first tube, middle frame."
-    out = []
+    "(video file, keyframe 1-based, label index) of each test video's first tube, middle frame (videos stored as frames: skipped)."
+    reader, out = ClipReader(root), []
     for v in videos:
         tubes = gt['gttubes'].get(v, {})
         if not tubes: continue
         label = sorted(tubes)[0]
         tube = tubes[label][0]
-        frame = int(tube[len(tube) // 2, 0])
-        path = next(iter(sorted((root/'videos'/Path(v).parent).glob(Path(v).name + '.*'))), None)
-        if path is not None: out.append((path, frame, label))
+        try: path = reader.locate(v)
+        except OvstadError: continue
+        if path.is_file(): out.append((path, int(tube[len(tube) // 2, 0]), label))
     return out[:limit] if limit else out
 
 
@@ -80,7 +83,9 @@ def main(argv=None):
             pick, heat_pick = int(np.argmax(res.scores[k])), int(np.argmax(heat[:, k]))
             hits += int(pick == to_part[label]); heat_hits += int(heat_pick == to_part[label]); n += 1
             picks.append(pick); heat_picks.append(heat_pick)
-        top = lambda xs: (names[max(set(xs), key=xs.count)], xs.count(max(set(xs), key=xs.count)) / len(xs)) if xs else ('-', 0.0)
+        def top(xs):  # the most frequent pick and its share
+            if not xs: return '-', 0.0
+            k, c = Counter(xs).most_common(1)[0]; return names[k], c / len(xs)
         rows.append((part, n, len(names), hits / max(n, 1), heat_hits / max(n, 1), cos, top(picks), top(heat_picks)))
     print(f"GT-box top-1 of {a.checkpoint} (beta {a.beta}; {time.time() - t0:.0f} s)")
     print(f"{'part':6} {'boxes':>5} {'prompts':>7} {'scores':>7} {'box heat':>8} {'chance':>7} {'prompt cos':>10}")

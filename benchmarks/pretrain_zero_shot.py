@@ -1,7 +1,8 @@
 """How fast does a mini ViCLIP trained from scratch learn the mini world's actions?
 
 Renders a pretraining corpus in memory (no mp4 round trip), trains the `mini` ViCLIP for a fixed time budget
-with InfoNCE (Eq. 1) on the captions, or with cross-entropy on the action label (`--supervised`, a linear head on
+with InfoNCE (Eq. 1) on the captions (the pretrain stage's `PretrainTask`; `--text-uniformity` adds its caption
+uniformity term), or with cross-entropy on the action label (`--supervised`, a linear head on
 the global embedding), and every 100 steps classifies whole frames of held-out UCF-JHMDB-analog clips zero-shot
 against the prompts `a person <action>` (23 base classes, 9 novel; 8 clips each, frames 8-15 of 24). It prints
 top-1 accuracy per split next to chance, and the mean cosine between the prompt embeddings (near 1: the text
@@ -26,8 +27,8 @@ import torch.nn.functional as F
 from ovstad import synth
 from ovstad.benchmarks import make_prompts
 from ovstad.data import IMAGENET_MEAN, IMAGENET_STD
-from ovstad.losses import info_nce
 from ovstad.models import ViCLIP
+from ovstad.stages import PretrainTask
 from ovstad.synth import (JHMDB_NOVEL, NFRAMES, UCF_BASE, _SOLO, _ch, _people, caption_pretrain, plan_ucf,
                           random_scene, render_clip)
 
@@ -51,6 +52,8 @@ def parse(argv=None):
     ap.add_argument('--res', type=int, default=112, help='input side the clips are resized to (64 is ~3x faster)')
     ap.add_argument('--lr', type=float, default=1e-3); ap.add_argument('--bs', type=int, default=32)
     ap.add_argument('--temp', type=float, default=0.07, help='initial InfoNCE temperature')
+    ap.add_argument('--text-uniformity', type=float, default=0.0,
+                    help="weight of the caption uniformity term (the mini recipe's text_uniformity is 1.0; 0: InfoNCE alone)")
     ap.add_argument('--threads', type=int, default=2)
     return ap.parse_args(argv)
 
@@ -89,6 +92,7 @@ def main(argv=None):
     sets = {'base': (*eval_set(UCF_BASE, 11), UCF_BASE), 'novel': (*eval_set(JHMDB_NOVEL, 12), JHMDB_NOVEL)}
 
     m = ViCLIP.from_config('mini', temp_init=a.temp); head = torch.nn.Linear(m.config.embed_dim, len(_SOLO))
+    task = PretrainTask(m, temp_trainable=True, text_uniformity=a.text_uniformity)  # the pretrain stage's loss
     opt = torch.optim.AdamW(list(m.parameters()) + list(head.parameters()), lr=a.lr, weight_decay=0.05)
 
     @torch.no_grad()
@@ -109,7 +113,7 @@ def main(argv=None):
         frac = min(1.0, (time.time() - t1) / a.seconds)
         for g in opt.param_groups: g['lr'] = a.lr * min(1, (step + 1) / 30) * 0.5 * (1 + math.cos(math.pi * frac))
         if a.supervised: loss = F.cross_entropy(head(m.encode_video(x)), torch.tensor([labs[j] for j in idx]))
-        else: loss = info_nce(m.encode_video(x), m.encode_text([caps[j] for j in idx]), m.temp.clamp(min=1e-3))
+        else: loss = task({'video': x, 'captions': [caps[j] for j in idx]})[0]
         opt.zero_grad(); loss.backward(); opt.step(); step += 1
         if step % 50 == 0:
             print(f'step {step} loss {loss.item():.3f} {step * a.bs / (time.time() - t1):.1f} clips/s',

@@ -125,6 +125,17 @@ def stable_hash(obj: Any, n: int = 12) -> str:
 import re
 from dataclasses import dataclass
 
+def _check_classes(ids: tuple, names: tuple, where: str):
+    "Raise `OvstadError`, prefixed by `where` (a file, or 'ClassList'), when ids and names differ in length or repeat."
+    if len(ids) != len(names): raise OvstadError(f"{where}: {len(ids)} ids but {len(names)} names")
+    for what, xs in (('id', ids), ('name', names)):
+        dup = sorted({x for x in xs if xs.count(x) > 1})
+        if dup and what == 'name':
+            at = '; '.join(f"{d!r}: ids {[i for i, n in zip(ids, names) if n == d]}" for d in dup)
+            raise OvstadError(f"{where}: duplicate class names ({at}); give each class its own name, "
+                              "since names become the text prompts")
+        if dup: raise OvstadError(f"{where}: duplicate class ids {dup}")
+
 @dataclass(frozen=True)
 class ClassList:
     "Dataset class ids and names in a fixed order; position in the list is the contiguous model index."
@@ -132,14 +143,7 @@ class ClassList:
     names: tuple  # human-readable class names, same order as `ids`
     def __post_init__(self):
         ids, names = tuple(int(i) for i in self.ids), tuple(str(n) for n in self.names)
-        if len(ids) != len(names): raise OvstadError(f"ClassList: {len(ids)} ids but {len(names)} names")
-        for what, xs in (('id', ids), ('name', names)):
-            dup = sorted({x for x in xs if xs.count(x) > 1})
-            if dup and what == 'name':
-                where = '; '.join(f"{d!r}: ids {[i for i, n in zip(ids, names) if n == d]}" for d in dup)
-                raise OvstadError(f"ClassList: duplicate class names ({where}); give each class its own name, "
-                                  "since names become the text prompts")
-            if dup: raise OvstadError(f"ClassList: duplicate class ids {dup}")
+        _check_classes(ids, names, 'ClassList')
         object.__setattr__(self, 'ids', ids); object.__setattr__(self, 'names', names)
         object.__setattr__(self, '_by_id', {i: k for k, i in enumerate(ids)})
         object.__setattr__(self, '_by_name', {n: k for k, n in enumerate(names)})
@@ -171,8 +175,9 @@ class ClassList:
         return cls._read(path, ids, names)
     @classmethod
     def _read(cls, path, ids, names) -> 'ClassList':
-        try: return cls(tuple(ids), tuple(names))
-        except OvstadError as e: raise OvstadError(f"{path}: {str(e).removeprefix('ClassList: ')}") from None
+        ids, names = tuple(int(i) for i in ids), tuple(str(n) for n in names)
+        _check_classes(ids, names, str(path))  # errors name the file, not the class
+        return cls(ids, names)
     def __len__(self): return len(self.ids)
     def __iter__(self): return iter(zip(self.ids, self.names))
     def __contains__(self, x): return x in self._by_id or x in self._by_name

@@ -150,10 +150,9 @@ def test_ov_ava_through_the_cli(world, init_ckpt, tmp_path, capsys):
 
 def test_gt_box_top1_benchmark_reads_both_parts(world):
     "benchmarks/gt_box_top1.py scores GT boxes of base (UCF) and novel (JHMDB) test videos and prints one row per part."
-    root = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, str(root/'benchmarks'/'gt_box_top1.py'), 'smoke', '--profile', 'smoke',
+    r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'gt_box_top1.py'), 'smoke', '--profile', 'smoke',
                         '--data-root', str(world), '--max-videos', '3', '--threads', '1'],
-                       capture_output=True, text=True, timeout=300, cwd=root, env=ENV)
+                       capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = {l.split()[0]: l.split() for l in r.stdout.splitlines() if l.split() and l.split()[0] in ('base', 'novel')}
     assert set(rows) == {'base', 'novel'}, r.stdout
