@@ -19,13 +19,13 @@ from .core import OvstadError, Settings, atomic_write, cli_group, project_root, 
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CONFIG_NAMES', 'parse_prompts', 'video_info', 'clip_frame_ids', 'ClipData',
-           'to_model_input', 'auto_stride', 'read_clip', 'write_video', 'BoxSet', 'dataset_root_of', 'annotated_boxes',
-           'annotated_frames', 'read_box_file', 'find_torchvision_detector', 'PersonDetector', 'load_detector',
-           'stage_checkpoints', 'checkpoint_choices', 'score_boxes', 'SimilarityMap', 'similarity_from_fmap',
-           'similarity_map', 'box_heat', 'draw_boxes', 'box_labels', 'plot_box_overlay', 'plot_score_heatmap',
-           'plot_box_scores', 'plot_similarity_maps', 'ProbeResult', 'ProbeSession', 'pick_checkpoint', 'pick_clip',
-           'save_probe', 'find_clips', 'scores_html', 'ProbeWidget', 'default_checkpoint', 'keyframes_at',
-           'detect_video', 'write_prompt_label_map', 'render_overlay', 'add_cli']
+           'to_model_input', 'auto_stride', 'read_clip', 'write_video', 'BoxSet', 'dataset_root_of', 'dataset_stride',
+           'annotated_boxes', 'annotated_frames', 'read_box_file', 'find_torchvision_detector', 'PersonDetector',
+           'load_detector', 'stage_checkpoints', 'checkpoint_choices', 'score_boxes', 'SimilarityMap',
+           'similarity_from_fmap', 'similarity_map', 'box_heat', 'draw_boxes', 'box_labels', 'plot_box_overlay',
+           'plot_score_heatmap', 'plot_box_scores', 'plot_similarity_maps', 'ProbeResult', 'ProbeSession',
+           'pick_checkpoint', 'pick_clip', 'save_probe', 'find_clips', 'scores_html', 'ProbeWidget',
+           'default_checkpoint', 'keyframes_at', 'detect_video', 'write_prompt_label_map', 'render_overlay', 'add_cli']
 
 # %% ../nbs/08_explore.ipynb #9267e591
 def parse_prompts(text: str | Sequence[str]) -> list[str]:
@@ -107,10 +107,11 @@ def auto_stride(fps: float, num_frames: int = 8) -> int:
     return max(1, int(round(fps / num_frames))) if fps > 12 else 1
 
 def read_clip(path, keyframe: int, num_frames: int = 8, stride: int | str = 'auto', size: int = 224) -> ClipData:
-    "Read a keyframe-centred clip of `path` (any video decord reads) and make the model input."
+    """Read a keyframe-centred clip of `path` (any video decord reads) and make the model input.
+    `stride='auto'`: the benchmark's stride for a video inside a dataset folder (`dataset_stride`), else `auto_stride`."""
     vr = _video_reader(path)
     fps = float(vr.get_avg_fps())
-    stride = auto_stride(fps, num_frames) if stride == 'auto' else int(stride)
+    stride = (dataset_stride(path) or auto_stride(fps, num_frames)) if stride == 'auto' else int(stride)
     ids = clip_frame_ids(int(keyframe), len(vr), num_frames, stride)
     frames = vr.get_batch(ids.tolist()).asnumpy()
     return ClipData(Path(path), int(keyframe), ids, frames, to_model_input(frames, size), fps, len(vr))
@@ -160,6 +161,17 @@ def dataset_root_of(video) -> tuple[Path, str] | None:
     p = Path(video).resolve()
     for d in p.parents:
         if d.name == 'videos': return d.parent, p.relative_to(d).with_suffix('').as_posix()
+    return None
+
+def dataset_stride(path) -> int | None:
+    """The frame stride the paper's benchmarks use for a video inside a dataset folder (`<root>/videos/...`):
+    1 for ACT-style UCF101-24 / JHMDB folders (`*GT.pkl`), 8 for AVA folders (`ava_*.csv`); None elsewhere.
+    A model finetuned on a benchmark has only seen clips at that stride."""
+    found = dataset_root_of(path)
+    if found is None: return None
+    root = found[0]
+    if any(root.glob('*GT.pkl')): return 1
+    if any(root.glob('ava_*.csv')): return 8
     return None
 
 def _load_pickle(path):
@@ -605,7 +617,7 @@ class ProbeSession:
                  prompts: str | Sequence[str] = ('a person walking', 'a person waving'),
                  beta: float = 0.3, # fusion weight of region features
                  num_frames: int | None = None, # clip length (default: the model's)
-                 stride: int | str = 'auto', # frame stride of the clip
+                 stride: int | str = 'auto', # frame stride of the clip (auto: the benchmark's for dataset videos, else ~1 s)
                  detector: str = 'auto', # person detector for box_source='detector'
                  device='cpu', loader: Callable = load_detector):
         self.loader, self.device, self.num_frames, self.stride = loader, device, num_frames, stride
@@ -975,7 +987,7 @@ def add_cli(sub):
     p.add_argument('--fps-keyframes', type=float, default=1.0, help='keyframes per second (default 1, as AVA)')
     p.add_argument('--beta', type=float, default=0.3, help='fusion weight of the region feature (default 0.3)')
     p.add_argument('--num-frames', type=int, help="frames per clip (default: the model's)")
-    p.add_argument('--stride', default='auto', help="frame stride within a clip (default auto: ~1 s per clip)")
+    p.add_argument('--stride', default='auto', help="frame stride within a clip (default auto: 1 for UCF101-24/JHMDB and 8 for AVA dataset folders, as the benchmarks train; else about 1 s per clip)")
     p.add_argument('--device', default='cpu', help='cpu, cuda, auto (default cpu)')
     p.set_defaults(func=_cmd_detect)
     return p
