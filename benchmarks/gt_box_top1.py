@@ -1,23 +1,33 @@
-"""Does a checkpoint tell the classes apart on ground-truth boxes? Top-1 accuracy of the GT box among its part's prompts.
+"""Does a checkpoint tell the classes apart on ground-truth boxes, and is a prompt's heat on the person who does it?
 
-For every test video of the UCF-JHMDB benchmark (base part: the UCF101-24 test list against the base prompts; novel
-part: the JHMDB test split against the novel prompts), one keyframe (the middle annotated frame of the video's first
-GT tube) is scored the way the probe widget scores it: its GT box against every prompt of its part, with the fused
-region feature (beta). Two readings per part, each against chance (1 / number of prompts):
+Every keyframe is scored the way the probe widget scores it (`ovstad.explore.ProbeSession`: GT boxes, the fused region
+feature with fusion weight beta, the clip read at the benchmark's stride). Parts and their prompts:
 
-* **scores**: the prompt with the highest score `sigmoid(cos / tau)` is the box's class;
-* **box heat**: the prompt whose similarity map (`ovstad.explore.similarity_map`) is warmest inside the box, on
-  average, is the box's class. This reads where the heat lies rather than the box score.
+* `--benchmark ucf_jhmdb`: base = the UCF101-24 test list against the base prompts, novel = the JHMDB test split
+  against the novel prompts; one keyframe per video (the middle annotated frame of its first GT tube);
+* `--benchmark ov_ava`: base / novel = the AVA val keyframes against the base / novel prompts (every annotated
+  keyframe; a box's labels are the part's classes among its actions, boxes with none are not scored).
+
+Readings per part, each against its chance level:
+
+* **scores** / **box heat** (top-1): the prompt with the highest score `sigmoid(cos / tau)` (resp. whose similarity map
+  `ovstad.explore.similarity_map` is warmest inside the box, on average) is one of the box's classes. Chance: the mean
+  share of the part's prompts that are a box's classes.
+* **actor pairs** (AVA, several people per keyframe): for every prompt and every two people of one keyframe of whom
+  only the first does the prompted action, is the first person's score (resp. box heat) the higher? This is "does
+  the map put the prompted action on the person who does it, rather than on the others". Chance 50%.
 
 It also prints the mean pairwise cosine of each part's prompt embeddings: near 1, the text tower cannot tell the
-prompts apart and no region feature can either.
+prompts apart and no region feature can either; and each part's most frequent best prompt (a model that gives every
+box one class reaches the share of boxes of that class, not more).
 
 Frame mAP mixes this with ranking across videos and proposals; this isolates "does the region feature point at the
 right prompt". Needs a built world (`ovstad mini build`) or the real datasets under --data-root.
 
-    .venv/bin/python benchmarks/gt_box_top1.py CHECKPOINT [--profile mini] [--beta 0.3] [--max-videos 0] [--threads 2]
+    .venv/bin/python benchmarks/gt_box_top1.py [CHECKPOINT] [--benchmark ucf_jhmdb|ov_ava] [--profile mini] [--beta 0.3]
+                                              [--max-videos 0] [--stride auto] [--threads 2]
 """
-import argparse, os, sys, time
+import argparse, itertools, os, sys, time
 from collections import Counter
 from pathlib import Path
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
@@ -26,72 +36,122 @@ from tqdm.auto import tqdm
 
 from ovstad.benchmarks import make_prompts
 from ovstad.core import OvstadError
-from ovstad.data import ClipReader
-from ovstad.explore import ProbeSession, box_heat
+from ovstad.data import ClipReader, read_ava_csv
+from ovstad.explore import ProbeSession, box_heat, stage_checkpoints, video_info
 from ovstad.stages import load_benchmark, world_root
 
 
-def part_videos(gt: dict, videos, root: Path, limit: int):
-    "(video file, keyframe 1-based, label index) of each test video's first tube, middle frame (videos stored as frames: skipped)."
+def act_keyframes(gt: dict, videos, root: Path, limit: int):
+    "(video file, keyframe 0-based) of each test video's first tube, middle frame (videos stored as frames: skipped)."
     reader, out = ClipReader(root), []
     for v in videos:
         tubes = gt['gttubes'].get(v, {})
         if not tubes: continue
-        label = sorted(tubes)[0]
-        tube = tubes[label][0]
+        tube = tubes[sorted(tubes)[0]][0]
         try: path = reader.locate(v)
         except OvstadError: continue
-        if path.is_file(): out.append((path, int(tube[len(tube) // 2, 0]), label))
+        if path.is_file(): out.append((path, int(tube[len(tube) // 2, 0]) - 1))
     return out[:limit] if limit else out
+
+
+def ava_keyframes(bench, limit: int):
+    "(video file, keyframe 0-based) of every annotated val keyframe (the first `limit` videos when limit > 0)."
+    df = read_ava_csv(bench.val_csv, 'gt')
+    vids = list(dict.fromkeys(df.video_id))[:limit or None]
+    out, fps = [], {}
+    for v, ts in df[df.video_id.isin(vids)].groupby(['video_id', 'timestamp']).size().index:
+        path = bench.root/'videos'/f'{v}.mp4'
+        if not path.is_file(): continue
+        if v not in fps: fps[v] = video_info(path)
+        info = fps[v]
+        out.append((path, min(int(round((float(ts) - bench.time_offset) * (info['fps'] or 30.0))), info['n_frames'] - 1)))
+    return out
+
+
+def auto_checkpoint(benchmark: str):
+    "The newest complete finetune run's checkpoint for `benchmark`, else the newest align / pretrain one, else None."
+    import json
+    found = stage_checkpoints()
+    for ck in found:
+        cfg = ck.parent/'config.json'
+        if ck.parent.name.startswith('finetune-') and cfg.exists() and \
+                json.loads(cfg.read_text()).get('config', {}).get('benchmark') == benchmark: return str(ck)
+    rest = [ck for ck in found if not ck.parent.name.startswith('finetune-')]
+    return str(rest[0]) if rest else None
+
+
+def score_part(session, names, keyframes, desc):
+    "Top-1 hits, actor-pair hits (by score and by heat) and picks over `keyframes` against the prompts of `names`."
+    session.set_prompts(make_prompts(names))
+    with torch.no_grad():                         # are the prompts themselves apart? (mean pairwise cosine)
+        e = torch.nn.functional.normalize(session.det.prompt_embeddings(list(session.prompts)).float(), dim=-1)
+        cos = float((e @ e.T)[~torch.eye(len(e), dtype=torch.bool)].mean())
+    r = dict(n=0, hits=0, heat_hits=0, chance=[], pairs=0, pair_hits=0, pair_heat_hits=0, picks=[], heat_picks=[], cos=cos)
+    for path, frame in tqdm(keyframes, desc=desc, mininterval=1.0):
+        session.set_clip(path, keyframe=frame); session.set_box_source('gt')
+        boxes = session.boxes()
+        labels = [{names.index(x) for x in l.split(', ') if x in names} for l in boxes.labels]
+        if not any(labels): continue
+        res, sm = session.scores(), session.similarity()
+        s, heat = res.scores.T, box_heat(sm, boxes.boxes)       # both (P, K)
+        for k, L in enumerate(labels):
+            if not L: continue
+            pick, heat_pick = int(np.argmax(s[:, k])), int(np.argmax(heat[:, k]))
+            r['n'] += 1; r['hits'] += pick in L; r['heat_hits'] += heat_pick in L; r['chance'].append(len(L) / len(names))
+            r['picks'].append(pick); r['heat_picks'].append(heat_pick)
+        for i, j in itertools.permutations(range(len(labels)), 2):
+            for p in labels[i] - labels[j]:
+                r['pairs'] += 1; r['pair_hits'] += s[p, i] > s[p, j]; r['pair_heat_hits'] += heat[p, i] > heat[p, j]
+    return r
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__[__doc__.index('\n'):])
-    ap.add_argument('checkpoint', help='a ViCLIP-layout checkpoint (e.g. runs/finetune-<hash>/viclip.pt)')
+    ap.add_argument('checkpoint', nargs='?', default='auto',
+                    help="a ViCLIP-layout checkpoint (e.g. runs/finetune-<hash>/viclip.pt); default auto: the newest complete "
+                         "finetune run of --benchmark under runs/, else the newest align or pretrain run")
+    ap.add_argument('--benchmark', default='ucf_jhmdb', choices=['ucf_jhmdb', 'ov_ava'])
     ap.add_argument('--profile', default='mini', choices=['smoke', 'mini', 'full'])
     ap.add_argument('--data-root', default=None, help='folder of the world (default: data/<profile>)')
     ap.add_argument('--beta', type=float, default=0.3, help='fusion weight of the region feature (default 0.3)')
     ap.add_argument('--max-videos', type=int, default=0, help='at most this many test videos per part (0: all)')
+    ap.add_argument('--stride', default='auto', help="frame stride of the clips (default auto: 1 for UCF101-24/JHMDB, 8 for AVA, "
+                    "as the benchmarks train)")
     ap.add_argument('--threads', type=int, default=2)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     root = a.data_root or (world_root(a.profile) if a.profile != 'full' else None)
-    b = load_benchmark('ucf_jhmdb', a.profile, root)
-    session = ProbeSession(a.checkpoint, beta=a.beta)
-    t0, rows = time.time(), []
-    parts = (('base', b.ucf_gt, b.ucf_root, b.ucf_gt['test_videos'][0], b.base_classes),
-             ('novel', b.jhmdb_gt, b.jhmdb_root, b.jhmdb_gt['test_videos'][b.jhmdb_split - 1], b.novel_classes))
-    for part, gt, vroot, vids, classes in parts:
-        names = list(classes.names)
-        # GT labels index the dataset's own label list; map them to this part's prompts by name
-        to_part = {i: names.index(n) for i, n in enumerate(gt['labels']) if n in names}
-        session.set_prompts(make_prompts(names))
-        with torch.no_grad():                         # are the prompts themselves apart? (mean pairwise cosine)
-            e = torch.nn.functional.normalize(session.det.prompt_embeddings(list(session.prompts)).float(), dim=-1)
-            cos = float((e @ e.T)[~torch.eye(len(e), dtype=torch.bool)].mean())
-        hits = heat_hits = n = 0; picks, heat_picks = [], []
-        for path, frame, label in tqdm(part_videos(gt, vids, Path(vroot), a.max_videos), desc=part, mininterval=1.0):
-            if label not in to_part: continue
-            session.set_clip(path, keyframe=frame - 1); session.set_box_source('gt')
-            boxes = session.boxes()
-            if boxes.labels == ['whole frame']: continue          # no GT box on that frame
-            name = gt['labels'][label]
-            k = next((i for i, l in enumerate(boxes.labels) if name in l.split(', ')), 0)  # the box of this tube's class
-            res, sm = session.scores(), session.similarity()
-            heat = box_heat(sm, boxes.boxes)           # (P, K)
-            pick, heat_pick = int(np.argmax(res.scores[k])), int(np.argmax(heat[:, k]))
-            hits += int(pick == to_part[label]); heat_hits += int(heat_pick == to_part[label]); n += 1
-            picks.append(pick); heat_picks.append(heat_pick)
-        def top(xs):  # the most frequent pick and its share
-            if not xs: return '-', 0.0
-            k, c = Counter(xs).most_common(1)[0]; return names[k], c / len(xs)
-        rows.append((part, n, len(names), hits / max(n, 1), heat_hits / max(n, 1), cos, top(picks), top(heat_picks)))
-    print(f"GT-box top-1 of {a.checkpoint} (beta {a.beta}; {time.time() - t0:.0f} s)")
-    print(f"{'part':6} {'boxes':>5} {'prompts':>7} {'scores':>7} {'box heat':>8} {'chance':>7} {'prompt cos':>10}")
-    for part, n, p, s, h, c, *_ in rows: print(f"{part:6} {n:5d} {p:7d} {100 * s:6.1f}% {100 * h:7.1f}% {100 / p:6.1f}% {c:10.3f}")
-    print("most frequent best prompt (a model that gives every box one class sits at chance by construction):")
-    for part, *_, (ps, fs), (ph, fh) in rows: print(f"  {part}: by score {ps} ({100 * fs:.0f}% of boxes), by heat {ph} ({100 * fh:.0f}%)")
+    if a.checkpoint == 'auto':
+        a.checkpoint = auto_checkpoint(a.benchmark)
+        if a.checkpoint is None:
+            print("gt_box_top1: no complete finetune, align or pretrain run under runs/ to read; run `make reproduce` "
+                  "or give a CHECKPOINT (skipped)"); return 0
+    b = load_benchmark(a.benchmark, a.profile, root)
+    session = ProbeSession(a.checkpoint, beta=a.beta, stride=a.stride if a.stride == 'auto' else int(a.stride))
+    if a.benchmark == 'ucf_jhmdb':
+        parts = (('base', b.base_classes, act_keyframes(b.ucf_gt, b.ucf_gt['test_videos'][0], Path(b.ucf_root), a.max_videos)),
+                 ('novel', b.novel_classes, act_keyframes(b.jhmdb_gt, b.jhmdb_gt['test_videos'][b.jhmdb_split - 1],
+                                                          Path(b.jhmdb_root), a.max_videos)))
+    else:
+        kfs = ava_keyframes(b, a.max_videos)
+        parts = (('base', b.base_classes, kfs), ('novel', b.novel_classes, kfs))
+    t0 = time.time()
+    rows = [(part, list(classes.names), score_part(session, list(classes.names), kfs, part)) for part, classes, kfs in parts]
+    pct = lambda x, n: f"{100 * x / n:6.1f}%" if n else '     - '
+    print(f"GT-box readings of {a.checkpoint} on {a.benchmark} (beta {a.beta}, stride {a.stride}; {time.time() - t0:.0f} s)")
+    print(f"{'part':6} {'boxes':>5} {'prompts':>7} {'scores':>7} {'box heat':>8} {'chance':>7} {'prompt cos':>10} "
+          f"{'pairs':>6} {'pair score':>10} {'pair heat':>9}")
+    for part, names, r in rows:
+        chance = 100 * float(np.mean(r['chance'])) if r['chance'] else 100 / len(names)
+        print(f"{part:6} {r['n']:5d} {len(names):7d} {pct(r['hits'], r['n'])} {pct(r['heat_hits'], r['n']):>8} {chance:6.1f}% "
+              f"{r['cos']:10.3f} {r['pairs']:6d} {pct(r['pair_hits'], r['pairs']):>10} {pct(r['pair_heat_hits'], r['pairs']):>9}")
+    print("actor pairs: chance 50%; '-' where no keyframe has two people of whom only one does a prompted action")
+    print("most frequent best prompt (a model that gives every box one class reaches that class's share of boxes):")
+    for part, names, r in rows:
+        top = lambda xs: (names[Counter(xs).most_common(1)[0][0]], Counter(xs).most_common(1)[0][1] / len(xs)) if xs else ('-', 0.0)
+        (ps, fs), (ph, fh) = top(r['picks']), top(r['heat_picks'])
+        print(f"  {part}: by score {ps} ({100 * fs:.0f}% of boxes), by heat {ph} ({100 * fh:.0f}%)")
 
 
 if __name__ == '__main__':

@@ -148,9 +148,10 @@ def test_ov_ava_through_the_cli(world, init_ckpt, tmp_path, capsys):
     assert 'reused' in capsys.readouterr().out
 
 
-def test_gt_box_top1_benchmark_reads_both_parts(world):
-    "benchmarks/gt_box_top1.py scores GT boxes of base (UCF) and novel (JHMDB) test videos and prints one row per part."
-    r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'gt_box_top1.py'), 'smoke', '--profile', 'smoke',
+@pytest.mark.parametrize('benchmark', ['ucf_jhmdb', 'ov_ava'])
+def test_gt_box_top1_benchmark_reads_both_parts(world, benchmark):
+    "benchmarks/gt_box_top1.py scores GT boxes of both parts (UCF/JHMDB test videos, or AVA val keyframes) and prints one row per part."
+    r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'gt_box_top1.py'), 'smoke', '--profile', 'smoke', '--benchmark', benchmark,
                         '--data-root', str(world), '--max-videos', '3', '--threads', '1'],
                        capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -159,3 +160,46 @@ def test_gt_box_top1_benchmark_reads_both_parts(world):
     for part, cols in rows.items():
         assert int(cols[1]) > 0, f"{part}: no GT boxes scored\n{r.stdout}"
         for v in cols[3:6]: assert 0.0 <= float(v.rstrip('%')) <= 100.0
+    if benchmark == 'ov_ava':   # several people per keyframe: actor pairs are read
+        assert int(rows['base'][7]) > 0 and 0.0 <= float(rows['base'][8].rstrip('%')) <= 100.0, r.stdout
+
+
+def _load_script(name):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, ROOT/'benchmarks'/f'{name}.py')
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gt_box_top1_counts_actor_pairs_by_hand(monkeypatch):
+    "Two people, A = 'wave', B = 'jump, wave': only B does 'jump', so one pair (B over A for 'jump'); 'wave' is no pair."
+    import numpy as np
+    from types import SimpleNamespace as NS
+    g = _load_script('gt_box_top1')
+    names = ['jump', 'wave', 'sit']
+    scores = np.array([[0.9, 0.8, 0.1],     # box A: jump highest (wrong: A does not jump), wave second
+                       [0.2, 0.7, 0.1]])    # box B: wave highest (right)
+    heat = np.array([[0.1, 0.5], [0.3, 0.2], [0.0, 0.0]])  # (P, K): jump hotter on B (right), wave hotter on A
+    class Session:
+        det = NS(prompt_embeddings=lambda ps: torch.eye(len(ps)))
+        def set_prompts(self, p): self.prompts = p
+        def set_clip(self, *a, **k): pass
+        def set_box_source(self, s): pass
+        def boxes(self): return NS(labels=['wave', 'jump, wave'], boxes=np.zeros((2, 4)))
+        def scores(self): return NS(scores=scores)
+        def similarity(self): return None
+    monkeypatch.setattr(g, 'box_heat', lambda sm, b: heat)
+    r = g.score_part(Session(), names, [('v.mp4', 0)], 'test')
+    assert (r['n'], r['hits'], r['heat_hits']) == (2, 1, 2)       # A: jump/wave picks; B: wave/jump picks
+    assert (r['pairs'], r['pair_hits'], r['pair_heat_hits']) == (1, 0, 1)
+    assert r['chance'] == [1 / 3, 2 / 3] and r['cos'] == 0.0
+
+
+def test_region_learnability_benchmark_runs(world):
+    "benchmarks/region_learnability.py trains the smoke tower for a second with each readout and prints held-out top-1."
+    for readout in ('region', 'crop'):
+        r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'region_learnability.py'), '--model', 'smoke', '--profile', 'smoke',
+                            '--data-root', str(world), '--seconds', '1', '--readout', readout, '--threads', '1'],
+                           capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert 'held-out top-1' in r.stdout and f'readout {readout}' in r.stdout, r.stdout
