@@ -121,12 +121,12 @@ def main(argv=None):
     ap.add_argument('--threads', type=int, default=2)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    root = a.data_root or (world_root(a.profile) if a.profile != 'full' else None)
     if a.checkpoint == 'auto':
         a.checkpoint = auto_checkpoint(a.benchmark)
         if a.checkpoint is None:
             print("gt_box_top1: no complete finetune, align or pretrain run under runs/ to read; run `make reproduce` "
                   "or give a CHECKPOINT (skipped)"); return 0
+    root = a.data_root or (world_root(a.profile) if a.profile != 'full' else None)   # builds the world when missing
     b = load_benchmark(a.benchmark, a.profile, root)
     session = ProbeSession(a.checkpoint, beta=a.beta, stride=a.stride if a.stride == 'auto' else int(a.stride))
     if a.benchmark == 'ucf_jhmdb':
