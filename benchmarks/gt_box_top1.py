@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from ovstad.benchmarks import make_prompts
 from ovstad.core import OvstadError
 from ovstad.data import ClipReader, read_ava_csv
-from ovstad.explore import ProbeSession, box_heat, stage_checkpoints, video_info
+from ovstad.explore import ProbeSession, annotated_frames, box_heat, stage_checkpoints, video_info
 from ovstad.stages import load_benchmark, world_root
 
 
@@ -55,16 +55,13 @@ def act_keyframes(gt: dict, videos, root: Path, limit: int):
 
 
 def ava_keyframes(bench, limit: int):
-    "(video file, keyframe 0-based) of every annotated val keyframe (the first `limit` videos when limit > 0)."
-    df = read_ava_csv(bench.val_csv, 'gt')
-    vids = list(dict.fromkeys(df.video_id))[:limit or None]
-    out, fps = [], {}
-    for v, ts in df[df.video_id.isin(vids)].groupby(['video_id', 'timestamp']).size().index:
+    "(video file, keyframe 0-based) of every annotated val keyframe (the first `limit` videos when limit > 0), as the probe finds them."
+    out = []
+    for v in list(dict.fromkeys(read_ava_csv(bench.val_csv, 'gt').video_id))[:limit or None]:
         path = bench.root/'videos'/f'{v}.mp4'
         if not path.is_file(): continue
-        if v not in fps: fps[v] = video_info(path)
-        info = fps[v]
-        out.append((path, min(int(round((float(ts) - bench.time_offset) * (info['fps'] or 30.0))), info['n_frames'] - 1)))
+        info = video_info(path)
+        out += [(path, f) for f in annotated_frames(path, 'gt', info) if f < info['n_frames']]
     return out
 
 

@@ -17,14 +17,15 @@ design before spending a pretraining on it (on a GPU: `--device cuda`).
     .venv/bin/python benchmarks/region_learnability.py [--model mini] [--set patch_size=8] [--readout region|crop]
                                                        [--seconds 240] [--lr 5e-4] [--threads 2]
 """
-import argparse, os, sys, time
+import argparse, dataclasses, os, sys, time
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from torchvision.ops import roi_align
 
 from ovstad.data import ActDetectionDataset, ClipTransform, collate_detection
-from ovstad.models import CONFIG_NAMES, OVSTAD, ViCLIP
+from ovstad.models import CONFIG_NAMES, OVSTAD, ViCLIP, get_config
 from ovstad.stages import load_benchmark, load_detector, world_root
+from ovstad.trainer import override
 
 
 def crop_clips(video, rois, size):
@@ -38,22 +39,12 @@ def crop_clips(video, rois, size):
     return c.view(T, len(rois), *c.shape[1:]).transpose(0, 1)
 
 
-def parse_set(items):
-    out = {}
-    for it in items:
-        k, _, v = it.partition('=')
-        if not _: raise SystemExit(f"--set {it!r}: use key=value, e.g. patch_size=8")
-        try: out[k] = int(v)
-        except ValueError: out[k] = float(v)
-    return out
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__[__doc__.index('\n'):])
     ap.add_argument('--model', default='mini', help=f'a config name {CONFIG_NAMES} (random weights) or a ViCLIP-layout checkpoint')
     ap.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
-                    help='config override of a named config (repeatable), e.g. patch_size=8, temporal_kernel=8, vision_layers=6')
+                    help='override a video-tower field of a named config (repeatable), e.g. patch_size=8, temporal_kernel=8, layers=6')
     ap.add_argument('--readout', default='region', choices=['region', 'crop'])
     ap.add_argument('--seconds', type=float, default=240.0, help='training time budget (default 240)')
     ap.add_argument('--lr', type=float, default=5e-4); ap.add_argument('--batch-size', type=int, default=16)
@@ -64,7 +55,9 @@ def main(argv=None):
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads); torch.manual_seed(a.seed)
     b = load_benchmark('ucf_jhmdb', a.profile, a.data_root or (world_root(a.profile) if a.profile != 'full' else None))
-    if a.model in CONFIG_NAMES: det = OVSTAD(ViCLIP.from_config(a.model, **parse_set(a.set)), beta=1.0)
+    if a.model in CONFIG_NAMES:
+        cfg = get_config(a.model)
+        det = OVSTAD(ViCLIP.from_config(dataclasses.replace(cfg, vision=override(cfg.vision, a.set))), beta=1.0)
     elif a.set: raise SystemExit("--set applies to a named config, not to a checkpoint")
     else: det = load_detector(a.model, 1.0, b.template)
     det.beta, dev, vc = 1.0, torch.device(a.device), det.viclip
@@ -82,7 +75,7 @@ def main(argv=None):
     params = [p for n, p in det.named_parameters() if n.startswith('viclip.vision_encoder')] + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.05)
     dl = torch.utils.data.DataLoader(train_ds, batch_size=a.batch_size, shuffle=True, collate_fn=collate_detection, drop_last=True)
-    print(f"{a.model} {parse_set(a.set) or ''} readout {a.readout}: {sum(p.numel() for p in params) / 1e6:.2f}M trained parameters, "
+    print(f"{a.model} {' '.join(a.set)} readout {a.readout}: {sum(p.numel() for p in params) / 1e6:.2f}M trained parameters, "
           f"{len(train_ds)} train / {len(test_ds)} test keyframes, {C} classes, {a.seconds:.0f} s on {a.device}", flush=True)
     t0, step, accs = time.time(), 0, []
     while time.time() - t0 < a.seconds:

@@ -19,9 +19,9 @@ from .core import OvstadError, Settings, atomic_write, cli_group, project_root, 
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CONFIG_NAMES', 'parse_prompts', 'video_info', 'clip_frame_ids', 'ClipData',
-           'to_model_input', 'auto_stride', 'read_clip', 'write_video', 'BoxSet', 'dataset_root_of', 'dataset_stride',
-           'annotated_boxes', 'annotated_frames', 'read_box_file', 'find_torchvision_detector', 'PersonDetector',
-           'load_detector', 'stage_checkpoints', 'checkpoint_choices', 'score_boxes', 'SimilarityMap',
+           'to_model_input', 'auto_stride', 'resolve_stride', 'read_clip', 'write_video', 'BoxSet', 'dataset_root_of',
+           'dataset_stride', 'annotated_boxes', 'annotated_frames', 'read_box_file', 'find_torchvision_detector',
+           'PersonDetector', 'load_detector', 'stage_checkpoints', 'checkpoint_choices', 'score_boxes', 'SimilarityMap',
            'similarity_from_fmap', 'similarity_map', 'box_heat', 'draw_boxes', 'box_labels', 'plot_box_overlay',
            'plot_score_heatmap', 'plot_box_scores', 'plot_similarity_maps', 'ProbeResult', 'ProbeSession',
            'pick_checkpoint', 'pick_clip', 'save_probe', 'find_clips', 'scores_html', 'ProbeWidget',
@@ -106,12 +106,16 @@ def auto_stride(fps: float, num_frames: int = 8) -> int:
     "A frame stride so that a clip spans about one second (1 for videos of 12 fps or less)."
     return max(1, int(round(fps / num_frames))) if fps > 12 else 1
 
+def resolve_stride(path, fps: float, num_frames: int = 8, stride: int | str = 'auto') -> int:
+    "`stride` as an int; 'auto': the benchmark's stride for a video inside a dataset folder (`dataset_stride`), else `auto_stride`."
+    return (dataset_stride(path) or auto_stride(fps, num_frames)) if stride == 'auto' else int(stride)
+
 def read_clip(path, keyframe: int, num_frames: int = 8, stride: int | str = 'auto', size: int = 224) -> ClipData:
     """Read a keyframe-centred clip of `path` (any video decord reads) and make the model input.
-    `stride='auto'`: the benchmark's stride for a video inside a dataset folder (`dataset_stride`), else `auto_stride`."""
+    `stride='auto'`: see `resolve_stride`."""
     vr = _video_reader(path)
     fps = float(vr.get_avg_fps())
-    stride = (dataset_stride(path) or auto_stride(fps, num_frames)) if stride == 'auto' else int(stride)
+    stride = resolve_stride(path, fps, num_frames, stride)
     ids = clip_frame_ids(int(keyframe), len(vr), num_frames, stride)
     frames = vr.get_batch(ids.tolist()).asnumpy()
     return ClipData(Path(path), int(keyframe), ids, frames, to_model_input(frames, size), fps, len(vr))
@@ -170,9 +174,10 @@ def dataset_stride(path) -> int | None:
     found = dataset_root_of(path)
     if found is None: return None
     root = found[0]
-    if any(root.glob('*GT.pkl')): return 1
-    if any(root.glob('ava_*.csv')): return 8
-    return None
+    bench = 'ucf_jhmdb' if any(root.glob('*GT.pkl')) else 'ov_ava' if any(root.glob('ava_*.csv')) else None
+    if bench is None: return None
+    from ovstad.stages import get_recipe   # the paper's detect recipe holds the benchmark's stride
+    return get_recipe('detect', bench, 'full').stride
 
 def _load_pickle(path):
     try:
@@ -893,6 +898,7 @@ def detect_video(video, prompts, det, boxes: dict | None = None, detector: Perso
     from tqdm.auto import tqdm
     prompts = parse_prompts(prompts); info = video_info(video); H, W = info['size']
     vc = _viclip_of(det); nf = num_frames or vc.num_frames
+    stride = resolve_stride(video, info['fps'], nf, stride)   # once per video, not per keyframe
     name = Path(video).stem; rows, recs = [], []
     dev = next(det.parameters()).device
     for f, t in tqdm(keyframes_at(info['n_frames'], info['fps'], fps_keyframes), desc=f'detect {name}', disable=not progress):
