@@ -6,7 +6,7 @@ Docs: https://github.com/ovstad/ovstad/eval.html.md"""
 
 # %% ../nbs/03_eval.ipynb #84f11101
 from __future__ import annotations
-import heapq, json, math, pickle, warnings
+import heapq, json, math, pickle, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,8 @@ class FrameMAPResult:
     n_gt: dict = field(default_factory=dict)   # class name -> number of GT boxes
     iou_threshold: float = 0.5                 # IoU a detection needs to match a GT box
     notes: list = field(default_factory=list)  # what was dropped or adjusted on the way, for the record
+    n_dropped_out_of_map: int = 0              # AVA: detection rows dropped because their action id is not in the label map
+    timings: dict = field(default_factory=dict)  # seconds spent per phase (AVA: parse, group, match, ap)
 
     @property
     def map(self) -> float:
@@ -47,7 +49,8 @@ class FrameMAPResult:
         keep = set(cl.names)
         return FrameMAPResult(self.protocol, cl, {n: a for n, a in self.per_class.items() if n in keep},
                               {n: c for n, c in self.pr_curves.items() if n in keep}, self.n_detections,
-                              {n: c for n, c in self.n_gt.items() if n in keep}, self.iou_threshold, list(self.notes))
+                              {n: c for n, c in self.n_gt.items() if n in keep}, self.iou_threshold, list(self.notes),
+                              self.n_dropped_out_of_map, dict(self.timings))
 
     def to_frame(self) -> pd.DataFrame:
         "One row per class: id, name, ap, n_gt."
@@ -62,7 +65,7 @@ class FrameMAPResult:
                 'n_classes': len(self.classes), 'class_ids': list(self.classes.ids),
                 'per_class': {n: nan2none(a) for n, a in self.per_class.items()},
                 'n_gt': {n: int(v) for n, v in self.n_gt.items()}, 'n_detections': int(self.n_detections),
-                'notes': list(self.notes)}
+                'n_dropped_out_of_map': int(self.n_dropped_out_of_map), 'notes': list(self.notes)}
 
     def to_json(self, path: str | Path | None = None) -> str:
         "The summary as a JSON string; also written atomically to `path` when given."
@@ -452,10 +455,12 @@ def ava_frame_map(gt_csv,               # AVA GT CSV path or DataFrame: video_id
     cl = _select_classes(lm, classes)
     wl = np.array(sorted(lm.ids), np.int64)
     excl = _read_exclusions(exclusions)
-    notes = []
+    notes, timings = [], {}
+    t0 = time.perf_counter()
     gt, gwhat = _read_ava_table(gt_csv, 'gt')
-    gt_videos, gt_ids = set(gt['video_id']), set(gt['action_id'].tolist())
+    gt_videos = set(gt['video_id'])
     det, dwhat = _read_ava_table(detections_csv, 'det')
+    t1 = time.perf_counter(); timings['parse'] = t1 - t0
     # label map vs GT: official drops unlisted ids; refuse when the map clearly does not describe this GT
     inmap = np.isin(gt['action_id'].to_numpy(), wl)
     if len(gt) and inmap.mean() < 0.5:
@@ -467,18 +472,19 @@ def ava_frame_map(gt_csv,               # AVA GT CSV path or DataFrame: video_id
                f"label map and were dropped, as the official evaluator does")
         warnings.warn(msg); notes.append(msg)
     gt = gt[inmap]
-    # detections: unknown videos / action ids are errors; ids the GT has but the map lacks are dropped (official)
+    # detections: rows whose action id is not in the label map are dropped as they are read (official
+    # class_whitelist), before the top-50 cap; only then are the videos checked against the GT
+    d_in = np.isin(det['action_id'].to_numpy(), wl)
+    n_out = int((~d_in).sum())
+    if n_out:
+        ids_out = sorted(set(det['action_id'][~d_in].tolist()))
+        msg = (f"{dwhat}: {n_out} detection row(s) with action ids {_short(ids_out)} are not in the label map and were "
+               f"dropped before the top-50 cap, as the official evaluator does")
+        warnings.warn(msg); notes.append(msg)
+    det = det[d_in]
     known_v = det['video_id'].isin(gt_videos).to_numpy()
     if not known_v.all(): raise _bad_rows(dwhat, det, ~known_v, 'name videos that are not in the GT',
                                           'Evaluate detections against the GT of the same split.')
-    d_in = np.isin(det['action_id'].to_numpy(), wl)
-    unknown = ~d_in & ~det['action_id'].isin(gt_ids).to_numpy()
-    if unknown.any(): raise _bad_rows(dwhat, det, unknown, 'have action ids that are neither in the label map nor in the GT',
-                                      f'Use the action ids of the label map {lm!r}.')
-    if (~d_in).any():
-        msg = f"{(~d_in).sum()} detections of classes outside the label map were dropped before the top-50 cap, as the official evaluator does"
-        notes.append(msg)
-    det = det[d_in]
     # excluded keyframes leave both sides
     if excl:
         ex = pd.MultiIndex.from_tuples(sorted(excl))
@@ -512,7 +518,9 @@ def ava_frame_map(gt_csv,               # AVA GT CSV path or DataFrame: video_id
         notes.append(f"{(~annotated).sum()} detections on keyframes without GT were ignored (unannotated='ignore')")
         keep = annotated
         k, pos, sc, aid, byx, kraw = k[keep], pos[keep], sc[keep], aid[keep], byx[keep], kraw[keep]
+    t2 = time.perf_counter(); timings['group'] = t2 - t1
     tp = _ava_tp(kraw, pos, aid, byx, gk, ga, gyx, iou_threshold)
+    t3 = time.perf_counter(); timings['match'] = t3 - t2
     # per class, detections concatenated in (keyframe order, position) as the official evaluator appends them
     o = np.lexsort((pos, k, aid))
     aid_o, sc_o, tp_o = aid[o], sc[o], tp[o]
@@ -525,7 +533,8 @@ def ava_frame_map(gt_csv,               # AVA GT CSV path or DataFrame: video_id
         if hi == lo: per_class[name] = 0.0; curves[name] = (np.zeros(0), np.zeros(0)); continue
         p, r = _ava_pr(sc_o[lo:hi], tp_o[lo:hi], ng)
         per_class[name] = voc_ap(p, r); curves[name] = (p, r)
-    res = FrameMAPResult('ava', lm, per_class, curves, int(len(sc)), n_gt, iou_threshold, notes)
+    timings['ap'] = time.perf_counter() - t3
+    res = FrameMAPResult('ava', lm, per_class, curves, int(len(sc)), n_gt, iou_threshold, notes, n_out, timings)
     return res.subset(cl.ids) if classes is not None else res
 
 def _gt_order(gkey: np.ndarray, gt: pd.DataFrame) -> np.ndarray:

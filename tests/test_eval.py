@@ -364,3 +364,186 @@ def test_plots():
     assert plot_result(res, 'bars').get_title().startswith('AVA frame mAP@0.5 = 50.00%')
     assert len(plot_result(res, 'pr').lines) == 1
     with pytest.raises(OvstadError): plot_result(res, 'pie')
+
+# ---------------------------------------------------------------- fidelity: out-of-map rows, ties, precision, thresholds
+
+def _ava_ref_files(tmp_path, gt, det, ids):
+    "The rows written as official CSVs and a pbtxt map, for the literal reference and the file path of ava_frame_map."
+    g = pd.DataFrame(gt, columns=AVA_GT_COLUMNS); d = pd.DataFrame(det, columns=AVA_DET_COLUMNS)
+    g.assign(timestamp=g['timestamp'].map('{:04d}'.format)).to_csv(tmp_path/'gt.csv', header=False, index=False)
+    write_ava_detections(d, tmp_path/'det.csv')
+    (tmp_path/'map.pbtxt').write_text(''.join(f'item {{\n  name: "a{i}"\n  id: {i}\n}}\n' for i in ids))
+    return tmp_path/'gt.csv', tmp_path/'det.csv', tmp_path/'map.pbtxt'
+
+@pytest.mark.parametrize('mode', ['fp', 'ignore'])
+def test_ava_out_of_map_rows_are_dropped_and_counted(mode, tmp_path):
+    # an 80-class detection file on a 4-class map; ids 2, 40 and 80 are in neither the map nor (40, 80) the GT
+    rng = np.random.default_rng(7)
+    ids, gt, det = _rand_ava(rng, ties=False)
+    extra = [[r[0], r[1], *r[2:6], int(rng.choice([2, 40, 80])), float(rng.uniform())] for r in det[::3]]
+    both = det + extra
+    lm = ClassList(tuple(ids), tuple(f"a{i}" for i in ids))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        clean = ava_frame_map(pd.DataFrame(gt, columns=AVA_GT_COLUMNS), pd.DataFrame([r for r in det if r[6] in ids],
+                              columns=AVA_DET_COLUMNS), lm, unannotated=mode)
+    g, d, m = _ava_ref_files(tmp_path, gt, both, ids)
+    with pytest.warns(UserWarning, match=r'detection row\(s\) with action ids 2, 40, 80 are not in the label map'):
+        res = ava_frame_map(g, d, m, unannotated=mode)
+    n_out = sum(r[6] not in ids for r in both)
+    assert res.n_dropped_out_of_map == n_out and res.to_dict()['n_dropped_out_of_map'] == n_out
+    assert res.map == clean.map
+    ref = ref_ava(gt, both, ids, gt_key_filter=(mode == 'ignore'))
+    np.testing.assert_allclose([res.per_class[f"a{i}"] for i in ids], [ref[i] for i in ids], rtol=0, atol=1e-12)
+
+def test_ava_out_of_map_rows_skip_the_video_check_and_bad_ids_still_fail(tmp_path):
+    gt = [['v', 902, .1, .1, .5, .9, 1, 0]]
+    det = [['v', 902, .1, .1, .5, .9, 1, .9], ['other_video', 902, .1, .1, .5, .9, 77, .8]]   # dropped before any check
+    g, d, m = _ava_ref_files(tmp_path, gt, det, [1])
+    with pytest.warns(UserWarning, match='1 detection row'):
+        assert ava_frame_map(g, d, m).map == 1.0
+    (tmp_path/'bad.csv').write_text('v,0902,0.1,0.1,0.5,0.9,x1,0.5\n')       # the official int() fails here too
+    with pytest.raises(OvstadError, match=r'bad.csv: 1 row\(s\) have a NaN or non-numeric .*action id'):
+        ava_frame_map(g, tmp_path/'bad.csv', m)
+
+def _official_heap_order(rows, cap=50):
+    "Which rows (indices) the official reader keeps for one keyframe, in its output order."
+    h = []
+    for i, r in enumerate(rows):
+        t = (r[7], r[6], r[3], r[2], r[5], r[4], -i)        # -i only to recover the row; never reached by equal tuples here
+        if len(h) < cap: heapq.heappush(h, t)
+        elif t[0] > h[0][0]: heapq.heapreplace(h, t)
+    return [-t[-1] for t in sorted(h, key=lambda t: -t[0])]
+
+@pytest.mark.parametrize('seed', range(8))
+def test_ava_ties_inside_the_top50_cap(seed, tmp_path):
+    # 60 rows on one keyframe, scores on a coarse grid: ties at the cut, and same-class ties among the kept rows
+    # where two tied detections both reach the one GT box: the heap's order decides which is the TP
+    rng = np.random.default_rng(seed)
+    A = [0.1, 0.1, 0.5, 0.9]
+    gt = [['v', 902, *A, 1, 0], ['v', 902, .5, .1, .9, .9, 3, 1]]
+    det = []
+    for _ in range(60):
+        c = int(rng.choice([1, 3, 5]))
+        x = float(rng.choice([0.1, 0.12, 0.5, 0.52]))            # two boxes per person: both reach IoU >= .5
+        det.append(['v', 902, x, 0.1, x + .4, 0.9, c, float(rng.choice([.3, .5, .7]))])
+    det.append(['v', 903, *A, 1, .5])                            # a keyframe without GT
+    ids = [1, 3, 5]
+    g, d, m = _ava_ref_files(tmp_path, gt, det, ids)
+    for mode in ('fp', 'ignore'):
+        res = ava_frame_map(g, d, m, unannotated=mode)
+        ref = ref_ava(gt, det, ids, gt_key_filter=(mode == 'ignore'))
+        assert [res.per_class[f"a{i}"] for i in ids] == pytest.approx([ref[i] for i in ids], abs=1e-12, nan_ok=True)
+    # the tied rows that compete for box A: which one comes first is the heap's array order, not file order
+    kept = _official_heap_order([r for r in det if r[1] == 902])
+    assert len(kept) == 50
+
+def test_ava_iou_exactly_at_the_threshold(tmp_path):
+    # 3-decimal boxes whose IoU is 0.5 in exact arithmetic; the float64 of the official operation order decides:
+    # 0.4999999999999999 -> FP, 0.5 -> TP, 0.5000000000000001 -> TP
+    cases = [([0.1, 0.1, 0.5, 0.3], [0.1, 0.1, 0.3, 0.3], False),      # x1, y1, x2, y2 of GT, detection
+             ([0.35, 0.05, 0.85, 0.3], [0.35, 0.05, 0.6, 0.3], True),
+             ([0.2, 0.123, 0.3, 0.423], [0.2, 0.123, 0.25, 0.423], True),
+             ([0.15, 0.7, 0.45, 0.9], [0.15, 0.7, 0.3, 0.9], False)]
+    gt, det = [], []
+    for i, (gb, db, _) in enumerate(cases):
+        gt.append(['v', 902 + i, *gb, 1, 0]); det.append(['v', 902 + i, *db, 1, 0.9 - i / 10])
+    g, d, m = _ava_ref_files(tmp_path, gt, det, [1])
+    res = ava_frame_map(g, d, m)
+    tp = [c[2] for c in cases]
+    # TP, FP pattern by descending score -> VOC AP by hand: recall steps at each TP, envelope from the right
+    prec = np.cumsum(tp) / np.arange(1, 5); rec = np.cumsum(tp) / 4
+    expect = sum((r1 - r0) * max(prec[j:]) for j, (r0, r1) in enumerate(zip(np.r_[0, rec[:-1]], rec)) if r1 > r0)
+    assert res.per_class['a1'] == pytest.approx(expect, abs=1e-15)
+    assert res.per_class['a1'] == ref_ava(gt, det, [1])[1]
+    from ovstad.eval import ava_iou
+    got = [ava_iou(np.array([db])[:, [1, 0, 3, 2]], np.array([gb])[:, [1, 0, 3, 2]])[0, 0] for gb, db, _ in cases]
+    assert [x >= 0.5 for x in got] == tp and 0.5 in got
+    # the same threshold rule in ACT: a 10x10 box against its right half is exactly 0.5 with +1 areas -> TP
+    box = [0, 0, 9, 9]
+    gta = {'labels': ['a'], 'gttubes': {'v': {0: [np.array([[1, *box]], np.float32)]}}, 'nframes': {'v': 1},
+           'train_videos': [[]], 'test_videos': [['v']], 'resolution': {'v': (20, 20)}}
+    assert act_frame_map(gta, pd.DataFrame([['v', 1, 0, .9, 5, 0, 9, 9]], columns=ACT_COLUMNS)).per_class['a'] == 1.0
+    assert act_frame_map(gta, pd.DataFrame([['v', 1, 0, .9, 5.01, 0, 9, 9]], columns=ACT_COLUMNS)).per_class['a'] == 0.0
+
+def test_ava_csv_parsing_matches_python_float(tmp_path):
+    # the official reader parses with float(); 17+ digit and short decimals must give the same doubles
+    rng = np.random.default_rng(3)
+    strs = [repr(float(x)) for x in rng.uniform(0, .5, 400)] + ['0.' + ''.join(rng.choice(list('01234'), 25))
+                                                                for _ in range(400)]
+    rows = [f"v,0902,{strs[i]},0.1,0.9,0.9,1,{strs[-1 - i]}" for i in range(len(strs))]
+    (tmp_path/'d.csv').write_text('\n'.join(rows) + '\n')
+    from ovstad.eval import _read_ava_table
+    df, _ = _read_ava_table(tmp_path/'d.csv', 'det')
+    assert df['x1'].tolist() == [float(s) for s in strs]
+    assert df['score'].tolist() == [float(s) for s in strs[::-1]]
+
+def ref_act_official(gt, det, split=1, th=0.5):
+    "MOC-Detector frameAP step by step: one float32 array of all rows, float32 PR table, float32 pr_to_ap."
+    vlist = gt['test_videos'][split - 1]; vi = {v: i for i, v in enumerate(vlist)}
+    det = det[det['video'].isin(vi)]
+    alldets = np.array([[vi[r.video], r.frame, r.label, r.score, r.x1, r.y1, r.x2, r.y2] for r in det.itertuples()],
+                       dtype=np.float32).reshape(-1, 8)
+    aps = []
+    for il in range(len(gt['labels'])):
+        d = alldets[alldets[:, 2] == il, :]
+        g = {}
+        for iv, v in enumerate(vlist):
+            for tube in gt['gttubes'][v].get(il, []):
+                for i in range(tube.shape[0]): g.setdefault((iv, int(tube[i, 0])), []).append(tube[i, 1:5].tolist())
+        g = {k: np.array(b) for k, b in g.items()}
+        pr = np.empty((d.shape[0] + 1, 2), dtype=np.float32); pr[0, 0] = 1.0; pr[0, 1] = 0.0
+        fn, fp, tp = sum(b.shape[0] for b in g.values()), 0, 0
+        for i, j in enumerate(np.argsort(-d[:, 3])):
+            k = (int(d[j, 0]), int(d[j, 1])); box = d[j, 4:8][None]; pos = False
+            if k in g:
+                b = g[k]
+                xmin = np.maximum(b[:, 0], box[:, 0]); ymin = np.maximum(b[:, 1], box[:, 1])
+                xmax = np.minimum(b[:, 2] + 1, box[:, 2] + 1); ymax = np.minimum(b[:, 3] + 1, box[:, 3] + 1)
+                ov = np.maximum(0, xmax - xmin) * np.maximum(0, ymax - ymin)
+                ious = ov / ((b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1) + (box[:, 2] - box[:, 0] + 1) * (box[:, 3] - box[:, 1] + 1) - ov)
+                am = np.argmax(ious)
+                if ious[am] >= th:
+                    pos = True; g[k] = np.delete(b, am, 0)
+                    if g[k].size == 0: del g[k]
+            if pos: tp += 1; fn -= 1
+            else: fp += 1
+            pr[i + 1, 0] = float(tp) / float(tp + fp); pr[i + 1, 1] = float(tp) / float(tp + fn)
+        aps.append(np.sum((pr[1:, 1] - pr[:-1, 1]) * (pr[1:, 0] + pr[:-1, 0]) * 0.5))
+    return aps
+
+def test_act_float32_near_ties_hand_case():
+    # one GT box; an FP at 0.5 + 1e-9 and a TP at 0.5: distinct in float64, equal in float32. ACT ties them and,
+    # on this short array, numpy's argsort leaves file order: TP first -> AP 1 (a float64 order would give 0.25)
+    box = [0, 0, 19, 19]
+    gt = {'labels': ['a'], 'gttubes': {'v': {0: [np.array([[1, *box]], np.float32)]}}, 'nframes': {'v': 1},
+          'train_videos': [[]], 'test_videos': [['v']], 'resolution': {'v': (20, 40)}}
+    det = pd.DataFrame([['v', 1, 0, 0.5, *box], ['v', 1, 0, 0.5 + 1e-9, 20, 0, 39, 19]], columns=ACT_COLUMNS)
+    assert np.float32(0.5) == np.float32(0.5 + 1e-9)
+    assert act_frame_map(gt, det).per_class['a'] == 1.0 == ref_act_official(gt, det)[0]
+    assert act_frame_map(gt, det.iloc[::-1]).per_class['a'] == pytest.approx(0.25) == ref_act_official(gt, det.iloc[::-1])[0]
+
+@pytest.mark.parametrize('seed', range(4))
+def test_act_float32_near_ties_and_duplicates_match_official(seed):
+    # many tied and float32-merged scores, exact duplicate detections and duplicate GT tubes, > 16 rows per class
+    # (numpy's argsort is then no longer stable: only the same call on the same float32 array gives the order)
+    rng = np.random.default_rng(100 + seed)
+    gt = _rand_act_gt(rng, n_videos=8, n_labels=3)
+    v0 = gt['test_videos'][0][0]; c0 = next(iter(gt['gttubes'][v0]))
+    gt['gttubes'][v0][c0].append(gt['gttubes'][v0][c0][0].copy())          # a duplicated GT tube
+    vids = list(gt['nframes']); rows = []
+    for _ in range(1500):
+        v = vids[int(rng.integers(len(vids)))]; f = int(rng.integers(1, gt['nframes'][v] + 1))
+        tubes = [t for ts in gt['gttubes'][v].values() for t in ts]
+        b = tubes[int(rng.integers(len(tubes)))][f - 1, 1:5] + np.round(rng.normal(0, 4, 4), 1)
+        b[2:] = np.maximum(b[2:], b[:2])
+        s = round(float(rng.uniform()), 2) + float(rng.integers(-3, 4)) * 1e-9    # float32 merges the 1e-9 steps
+        rows.append([v, f, int(rng.integers(3)), s, *b.tolist()])
+        if rng.uniform() < 0.25: rows.append(list(rows[-1]))                     # exact duplicate
+    det = pd.DataFrame(rows, columns=ACT_COLUMNS)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        res = act_frame_map(gt, det)
+    ref = ref_act_official(gt, det)
+    assert [res.per_class[n] for n in gt['labels']] == [float(a) for a in ref]      # bit for bit (float32 AP)
+    assert res.map == pytest.approx(float(np.mean(ref)), abs=1e-7)
