@@ -7,7 +7,7 @@ Docs: https://github.com/ovstad/ovstad/cli.html.md"""
 # %% ../nbs/99_cli.ipynb #4695e70c
 from __future__ import annotations
 import argparse, importlib, os, sys, textwrap
-from .core import OvstadError
+from .core import OvstadError, trust_checkpoints
 from . import __version__
 
 # %% auto #0
@@ -39,7 +39,22 @@ def build_parser() -> argparse.ArgumentParser:
             if e.name == name: continue  # module not written yet
             raise
         if hasattr(mod, 'add_cli'): mod.add_cli(sub)
+    for cmd in _leaves(p):
+        if _LOADS & {a.dest for a in cmd._actions} and '--trust-checkpoint' not in cmd._option_string_actions:
+            cmd.add_argument('--trust-checkpoint', action='store_true', help=_TRUST_HELP)
     return p
+
+# commands that read checkpoints: a model file, an init run, a run to resume or evaluate
+_LOADS = {'checkpoint', 'init', 'resume', 'runs_dir'}
+_TRUST_HELP = ('unpickle checkpoint files in full, not weights only (it can run code that a file carries: '
+               'only for files you made or trust; same as OVSTAD_TRUST_CHECKPOINTS=1)')
+
+def _leaves(p: argparse.ArgumentParser):
+    "The parsers of the commands under `p` that have no subcommands."
+    subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs: yield p; return
+    for a in subs:
+        for sp in dict.fromkeys(a.choices.values()): yield from _leaves(sp)
 
 # %% ../nbs/99_cli.ipynb #b928a6a3
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, 'func', None) is None:
         p.print_help(); return 2
     try:
-        rc = args.func(args)
+        with trust_checkpoints(bool(getattr(args, 'trust_checkpoint', False))): rc = args.func(args)
     except OvstadError as e:
         print(f"ovstad: error: {e}", file=sys.stderr); return 2
     except KeyboardInterrupt:

@@ -6,7 +6,7 @@ Docs: https://github.com/ovstad/ovstad/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #1c8a6b3b
 from __future__ import annotations
-import configparser, contextlib, hashlib, json, os, random, sys, tempfile
+import argparse, configparser, contextlib, hashlib, json, os, pickle, random, re, sys, tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +14,11 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['OvstadError', 'project_root', 'Settings', 'resolve_device', 'seed_everything', 'atomic_write', 'atomic_save_json',
-           'atomic_torch_save', 'file_lock', 'stable_hash', 'ClassList', 'cli_group']
+__all__ = ['TRUST_ENV', 'HARMLESS_GLOBALS', 'OvstadError', 'project_root', 'Settings', 'resolve_device', 'seed_everything',
+           'atomic_write', 'atomic_save_json', 'atomic_torch_save', 'file_lock', 'CheckpointRefused',
+           'CheckpointUnreadable', 'checkpoints_trusted', 'trust_checkpoints', 'unsafe_globals', 'load_checkpoint',
+           'ensure_writable', 'file_digest', 'relative_to', 'stable_hash', 'pbtxt_quote', 'pbtxt_unquote',
+           'parse_label_map', 'ClassList', 'cli_group']
 
 # %% ../nbs/00_core.ipynb #b6c187e0
 class OvstadError(Exception):
@@ -115,6 +118,128 @@ def file_lock(path: str | Path,          # the lock file (created if missing)
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
+# %% ../nbs/00_core.ipynb #175d698a
+TRUST_ENV = 'OVSTAD_TRUST_CHECKPOINTS'
+HARMLESS_GLOBALS: list = [argparse.Namespace]  # plain attribute bags: unpickling one sets attributes, calls nothing
+
+class CheckpointRefused(OvstadError):
+    "A checkpoint whose pickle names globals beyond weights_only's, refused without the user's opt-in."
+
+class CheckpointUnreadable(OvstadError):
+    "A checkpoint file that is damaged, truncated, empty or not a PyTorch file."
+
+def checkpoints_trusted() -> bool:
+    "True when the user opted in to full unpickling: `--trust-checkpoint`, or OVSTAD_TRUST_CHECKPOINTS=1."
+    return os.environ.get(TRUST_ENV, '').strip().lower() in ('1', 'true', 'yes', 'on')
+
+@contextlib.contextmanager
+def trust_checkpoints(on: bool = True):
+    "Within the block (and in processes it starts) `load_checkpoint` may unpickle any object; `on=False` changes nothing."
+    old = os.environ.get(TRUST_ENV)
+    if on: os.environ[TRUST_ENV] = '1'
+    try: yield
+    finally:
+        if on and old is None: os.environ.pop(TRUST_ENV, None)
+        elif on: os.environ[TRUST_ENV] = old
+
+def _allowed_names() -> set:
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+        return set(_get_allowed_globals()) | {f"{g.__module__}.{g.__qualname__}" for g in HARMLESS_GLOBALS}
+    except Exception: return set()
+
+def _pickle_globals(path: Path) -> list[str]:
+    "The globals the raw pickle streams of `path` import, read with `pickletools` (nothing is executed)."
+    import io, pickletools
+    out, data = [], Path(path).read_bytes()
+    f = io.BytesIO(data)
+    for _ in range(6):  # torch's legacy format is several pickles in a row
+        strs = []
+        try:
+            for op, arg, _ in pickletools.genops(f):
+                if op.name == 'GLOBAL': out.append(str(arg).replace(' ', '.'))
+                elif op.name == 'STACK_GLOBAL' and len(strs) >= 2: out.append(f"{strs[-2]}.{strs[-1]}")
+                elif isinstance(arg, str): strs.append(arg)
+        except Exception: break
+        if f.tell() >= len(data): break
+    return out
+
+def unsafe_globals(path: str | Path, error: BaseException | None = None) -> list[str]:
+    "The globals in checkpoint `path` that `torch.load(weights_only=True)` would refuse ([] for a file that is not a pickle)."
+    names: list = []
+    with contextlib.suppress(Exception): names = list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    if not names and error is not None: names = re.findall(r'GLOBAL (\S+?)(?: whose|\s|$)', str(error))
+    if not names:
+        with contextlib.suppress(Exception): names = _pickle_globals(Path(path))
+    ok = _allowed_names()
+    return list(dict.fromkeys(n for n in names if n not in ok))
+
+_OPT_IN = "If you made this file or trust its source, pass --trust-checkpoint (or set OVSTAD_TRUST_CHECKPOINTS=1)."
+
+def load_checkpoint(path: str | Path,          # a .pt / .pth file
+                    map_location: Any = 'cpu',  # passed to `torch.load`
+                    what: str = 'checkpoint',   # what the file is, for messages
+                    trust: bool | None = None,  # unpickle any object (default: `checkpoints_trusted()`)
+                    mmap: bool | None = None,   # passed to `torch.load`
+                   ) -> Any:
+    "`torch.load(path, weights_only=True)`; a file that needs more raises `CheckpointRefused` (naming the globals and the opt-in), a damaged one `CheckpointUnreadable`."
+    path = Path(path)
+    if not path.is_file(): raise OvstadError(f"{what} {path} does not exist")
+    kw = dict(map_location=map_location, **({} if mmap is None else {'mmap': mmap}))
+    def unreadable(e):
+        msg = next((l.strip() for l in str(e).splitlines() if l.strip()), type(e).__name__)
+        return CheckpointUnreadable(f"{what} {path} cannot be read ({type(e).__name__}: {msg[:200]}): the file is damaged, "
+                                    f"truncated or not a PyTorch checkpoint; write it again or use another file")
+    try:
+        with torch.serialization.safe_globals(HARMLESS_GLOBALS): return torch.load(path, weights_only=True, **kw)
+    except pickle.UnpicklingError as e: err = e
+    except Exception as e: raise unreadable(e) from None
+    unsafe = unsafe_globals(path, err)
+    if not unsafe: raise unreadable(err) from None
+    if not (checkpoints_trusted() if trust is None else trust):
+        more = f" and {len(unsafe) - 8} more" if len(unsafe) > 8 else ''
+        raise CheckpointRefused(f"{what} {path} was not loaded: it holds objects that torch.load(weights_only=True) refuses, "
+                                f"because unpickling them can run code: {', '.join(unsafe[:8])}{more}. {_OPT_IN}")
+    print(f"ovstad: warning: {path}: unpickling {', '.join(unsafe[:8])} in full, since checkpoints are trusted "
+          f"(--trust-checkpoint / {TRUST_ENV}=1)", file=sys.stderr)
+    try: return torch.load(path, weights_only=False, **kw)
+    except Exception as e: raise unreadable(e) from None
+
+
+# %% ../nbs/00_core.ipynb #9ec0f53e
+def _probe(d: Path, p: Path, what: str) -> None:
+    try:
+        fd, t = tempfile.mkstemp(prefix='.ovstad-write-check.', dir=d); os.close(fd); os.unlink(t)
+    except OSError as e:
+        raise OvstadError(f"{what} {p} cannot be written: {d} is not writable ({e.strerror or e}); "
+                          f"choose another path or fix the folder's permissions") from None
+
+def ensure_writable(path: str | Path, what: str = 'output') -> Path:
+    "Check, before any work, that `path` (a file or folder to be written, existing or not) can be written; returns it."
+    p = Path(path).expanduser(); q = p.absolute()
+    if q.is_dir(): _probe(q, p, what); return p
+    if q.exists() and not q.is_file(): raise OvstadError(f"{what} {p} exists and is not a file or folder; choose another path")
+    a = q.parent
+    while not a.exists() and a != a.parent: a = a.parent
+    if not a.is_dir():
+        raise OvstadError(f"{what} {p} cannot be written: {a} is a file, not a folder; choose another path or move that file")
+    if q.is_file() and not os.access(q, os.W_OK) and os.geteuid() != 0:
+        raise OvstadError(f"{what} {p} is read-only; choose another path or fix its permissions")
+    _probe(a, p, what)
+    return p
+
+def file_digest(path: str | Path) -> dict:
+    "`{'bytes': size, 'sha256': hex}` of a file (read in 1 MiB blocks)."
+    h, p = hashlib.sha256(), Path(path)
+    with open(p, 'rb') as f:
+        for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
+    return {'bytes': p.stat().st_size, 'sha256': h.hexdigest()}
+
+def relative_to(path: str | Path, base: str | Path) -> str:
+    "`path` relative to `base` (POSIX separators, `..` allowed), so that records hold no machine's absolute folders."
+    return Path(os.path.relpath(Path(path).absolute(), Path(base).absolute())).as_posix()
+
+
 # %% ../nbs/00_core.ipynb #9fbc7c15
 def stable_hash(obj: Any, n: int = 12) -> str:
     "A short sha256 of the canonical JSON of `obj` (dict keys sorted)."
@@ -124,6 +249,42 @@ def stable_hash(obj: Any, n: int = 12) -> str:
 # %% ../nbs/00_core.ipynb #556e5aff
 import re
 from dataclasses import dataclass
+
+_ESC = {'"': '\\"', '\\': '\\\\', '\n': '\\n', '\t': '\\t', '\r': '\\r'}
+_UNESC = {'"': '"', '\\': '\\', "'": "'", 'n': '\n', 't': '\t', 'r': '\r'}
+
+def pbtxt_quote(s: str) -> str:
+    "`s` as a protobuf text-format string literal: quoted, with quotes, backslashes and newlines escaped."
+    return '"' + ''.join(_ESC.get(c, c) for c in str(s)) + '"'
+
+def pbtxt_unquote(body: str) -> str:
+    "The string a protobuf text-format literal's body (between the quotes) stands for."
+    return re.sub(r'\\(.)', lambda m: _UNESC.get(m.group(1), m.group(0)), body)
+
+_NAME_RE = re.compile(r'\bname:\s*"((?:[^"\\\n]|\\.)*)"')
+
+def parse_label_map(path) -> tuple[list, list]:
+    "(ids, names) of an AVA label map (`item { name: \"...\" id: N }` blocks, escapes read back) or of an `id: name` text file; no checks of repeats."
+    path = Path(path)
+    if not path.is_file(): raise OvstadError(f"label map {path} does not exist")
+    try: txt = path.read_text()
+    except UnicodeDecodeError: raise OvstadError(f"{path}: not a text file; expected a label map (`item {{...}}` blocks or `id: name` lines)") from None
+    if re.search(r'item\s*\{', txt):
+        ids, names = [], []
+        for k, m in enumerate(re.finditer(r'item\s*\{((?:[^{}"]|"(?:[^"\\\n]|\\.)*")*)\}', txt, flags=re.S)):
+            it = m.group(1); n, i = _NAME_RE.search(it), re.search(r'\bid:\s*(\d+)', _NAME_RE.sub('', it))
+            if not (n and i): raise OvstadError(f"{path}: item {k + 1} lacks a name or an id: {it.strip()!r}")
+            names.append(pbtxt_unquote(n.group(1))); ids.append(int(i.group(1)))
+        if not ids: raise OvstadError(f"{path}: no complete `item {{ name: \"...\" id: N }}` block")
+        return ids, names
+    ids, names = [], []
+    for ln, line in enumerate(txt.splitlines(), 1):
+        if not line.strip(): continue
+        m = re.match(r'\s*(\d+)\s*:\s*(.+?)\s*$', line)
+        if not m: raise OvstadError(f"{path}:{ln}: expected `item {{...}}` blocks or `id: name` lines, got {line!r}")
+        ids.append(int(m.group(1))); names.append(m.group(2))
+    if not ids: raise OvstadError(f"{path}: no classes found")
+    return ids, names
 
 def _check_classes(ids: tuple, names: tuple, where: str):
     "Raise `OvstadError`, prefixed by `where` (a file, or 'ClassList'), when ids and names differ in length or repeat."
@@ -154,25 +315,13 @@ class ClassList:
     @classmethod
     def from_pbtxt(cls, path) -> 'ClassList':
         "Read an AVA label map (`item { name: \"...\" id: N }` blocks, in either field order), or an `id: name` text file."
-        path = Path(path)
-        if not path.exists(): raise OvstadError(f"label map {path} does not exist")
-        txt = path.read_text()
-        items = re.findall(r'item\s*\{(.*?)\}', txt, flags=re.S)
-        if items:
-            ids, names = [], []
-            for k, it in enumerate(items):
-                n, i = re.search(r'name:\s*"([^"]*)"', it), re.search(r'\bid:\s*(\d+)', it)
-                if not (n and i): raise OvstadError(f"{path}: item {k} lacks a name or an id: {it.strip()!r}")
-                names.append(n.group(1)); ids.append(int(i.group(1)))
-            return cls._read(path, ids, names)
-        ids, names = [], []
-        for ln, line in enumerate(txt.splitlines(), 1):
-            if not line.strip(): continue
-            m = re.match(r'\s*(\d+)\s*:\s*(.+?)\s*$', line)
-            if not m: raise OvstadError(f"{path}:{ln}: expected `item {{...}}` blocks or `id: name` lines, got {line!r}")
-            ids.append(int(m.group(1))); names.append(m.group(2))
-        if not ids: raise OvstadError(f"{path}: no classes found")
-        return cls._read(path, ids, names)
+        ids, names = parse_label_map(path)
+        return cls._read(Path(path), ids, names)
+    def to_pbtxt(self, path) -> Path:
+        "Write an AVA-style label map (`item { name: \"...\" id: N }`, names escaped) that `from_pbtxt` reads back exactly."
+        with atomic_write(path) as f:
+            for i, n in self: f.write(f'item {{\n  name: {pbtxt_quote(n)}\n  id: {i}\n}}\n')
+        return Path(path)
     @classmethod
     def _read(cls, path, ids, names) -> 'ClassList':
         ids, names = tuple(int(i) for i in ids), tuple(str(n) for n in names)

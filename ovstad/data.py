@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .core import OvstadError, ClassList, cli_group
+from .core import OvstadError, ClassList, cli_group, parse_label_map
 
 # %% auto #0
 __all__ = ['AVA_COLUMNS', 'PERSON_CATEGORIES', 'VIDEO_EXTS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'FORMATS', 'validate_act_gt',
@@ -41,9 +41,12 @@ def _need(d: dict, keys, path, what='file') -> None:
 
 # %% ../nbs/04_data.ipynb #ccf04934
 def validate_act_gt(gt: dict, path='<ACT GT>') -> dict:
-    "Check an ACT-style GT dict in place (types, label indices, 1-based frames within `nframes`, x2 >= x1); return it with float32 tubes."
+    "Check an ACT-style GT dict in place (types, label indices, 1-based frames within `nframes`, x2 >= x1); return it with float32 tubes. Tubes and rows are numbered from 1 in messages."
     if not isinstance(gt, dict): raise OvstadError(f"{path}: expected a dict, got {type(gt).__name__}")
     _need(gt, ('labels', 'gttubes', 'nframes', 'train_videos', 'test_videos', 'resolution'), path)
+    if not isinstance(gt['labels'], (list, tuple)): raise OvstadError(f"{path}: field 'labels' must be a list of class names, got {type(gt['labels']).__name__}")
+    for key in ('gttubes', 'nframes', 'resolution'):
+        if not isinstance(gt[key], dict): raise OvstadError(f"{path}: field {key!r} must be a dict keyed by video, got {type(gt[key]).__name__}")
     nl = len(gt['labels'])
     for key in ('train_videos', 'test_videos'):
         sp = gt[key]
@@ -55,18 +58,28 @@ def validate_act_gt(gt: dict, path='<ACT GT>') -> dict:
     for v, tubes in gt['gttubes'].items():
         if v not in gt['nframes']: raise OvstadError(f"{path}: video {v!r}: no 'nframes' entry")
         if v not in gt['resolution']: raise OvstadError(f"{path}: video {v!r}: no 'resolution' entry")
-        nf = int(gt['nframes'][v])
-        for lab, tl in tubes.items():
-            if not (0 <= int(lab) < nl): raise OvstadError(f"{path}: video {v!r}: label {lab} outside 0..{nl-1}")
+        if not isinstance(tubes, dict):
+            raise OvstadError(f"{path}: video {v!r}: field 'gttubes' must map label index -> list of tubes "
+                              f"({{label: [array (n, 5) of frame, x1, y1, x2, y2], ...}}), got a {type(tubes).__name__}")
+        try: nf = int(gt['nframes'][v])
+        except (TypeError, ValueError): raise OvstadError(f"{path}: video {v!r}: field 'nframes' must be an integer, got {gt['nframes'][v]!r}") from None
+        for lab, tl in list(tubes.items()):
+            if isinstance(lab, bool) or not isinstance(lab, (int, np.integer)) or not (0 <= int(lab) < nl):
+                raise OvstadError(f"{path}: video {v!r}: label {lab!r} is not a label index in 0..{nl-1}")
+            if not isinstance(tl, (list, tuple)):
+                raise OvstadError(f"{path}: video {v!r}, label {lab}: field 'gttubes' must hold a list of tubes, got a {type(tl).__name__}")
+            tubes[lab] = tl = list(tl)
             for k, t in enumerate(tl):
-                t = np.asarray(t, dtype=np.float32)
-                where = f"{path}: video {v!r}, label {lab}, tube {k}"
+                where = f"{path}: video {v!r}, label {lab}, tube {k + 1}"
+                try: t = np.asarray(t, dtype=np.float32)
+                except (TypeError, ValueError):
+                    raise OvstadError(f"{where}: field 'boxes' must be numbers (n, 5): frame, x1, y1, x2, y2; got {type(t).__name__} {str(t)[:40]!r}") from None
                 if t.ndim != 2 or t.shape[1] != 5: raise OvstadError(f"{where}: field 'boxes' must be (n, 5), got {t.shape}")
                 if len(t) and (t[:, 0].min() < 1 or t[:, 0].max() > nf):
                     raise OvstadError(f"{where}: field 'frame' outside 1..{nf} (nframes): {t[:, 0].min():g}..{t[:, 0].max():g}")
                 if len(t) and ((t[:, 3] < t[:, 1]).any() or (t[:, 4] < t[:, 2]).any()):
                     r = int(np.nonzero((t[:, 3] < t[:, 1]) | (t[:, 4] < t[:, 2]))[0][0])
-                    raise OvstadError(f"{where}: row {r} (frame {t[r, 0]:g}): field 'x2/y2' smaller than x1/y1: {t[r, 1:].tolist()}")
+                    raise OvstadError(f"{where}: row {r + 1} (frame {t[r, 0]:g}): field 'x2/y2' smaller than x1/y1: {t[r, 1:].tolist()}")
                 tl[k] = t
     return gt
 
@@ -141,6 +154,9 @@ def read_ava_csv(path, kind: str = 'auto'):
             try:
                 rec = [r[0], int(float(r[1]))] + [float(x) for x in r[2:6]] + [int(r[6])] + ([float(r[7])] if len(r) == 8 else [])
             except ValueError as e:
+                if ln == 1 and sum(not re.fullmatch(r'\s*-?[\d.eE+-]+\s*', x) for x in r[1:]) >= 3:
+                    raise OvstadError(f"{path}:1: this looks like a header line ({','.join(r)[:80]}); AVA CSVs have no header: "
+                                      f"remove the header line") from None
                 names = AVA_COLUMNS + ['person_id|score']
                 k = next(i for i, x in enumerate(r) if i > 0 and not re.fullmatch(r'\s*-?[\d.eE+-]+\s*', x))
                 raise OvstadError(f"{path}:{ln}: field {names[k]!r} is not a number: {r[k]!r}") from None
@@ -179,8 +195,13 @@ def _read_keyed_proposals(path, score_threshold, key_re, normalized, what):
     for k, a in d.items():
         m = re.fullmatch(key_re, str(k))
         if not m: raise OvstadError(f"{path}: key {k!r} is not of the form {what}")
-        a = np.asarray(a, dtype=np.float32).reshape(-1, 5) if np.size(a) else np.zeros((0, 5), np.float32)
-        if a.ndim != 2 or a.shape[1] != 5: raise OvstadError(f"{path}: key {k!r}: field 'boxes' must be (n, 5), got {a.shape}")
+        try: a = np.asarray(a, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise OvstadError(f"{path}: key {k!r}: field 'boxes' must be numbers (n, 5): x1, y1, x2, y2, score; got {type(a).__name__}") from None
+        if a.size == 0: a = np.zeros((0, 5), np.float32)
+        elif a.ndim == 1 and a.shape[0] == 5: a = a[None]   # one box
+        if a.ndim != 2 or a.shape[1] != 5:
+            raise OvstadError(f"{path}: key {k!r}: field 'boxes' must be (n, 5) x1, y1, x2, y2, score; got shape {a.shape}")
         if len(a) and ((a[:, 2] < a[:, 0]).any() or (a[:, 3] < a[:, 1]).any()):
             raise OvstadError(f"{path}: key {k!r}: field 'x2/y2' smaller than x1/y1")
         if normalized and len(a) and (a[:, :4].min() < -0.01 or a[:, :4].max() > 1.01):
@@ -713,12 +734,22 @@ class AvaDetectionDataset(KeyframeDataset):
         return item
 
 # %% ../nbs/04_data.ipynb #db455226
-FORMATS = ('auto', 'act', 'ucf24', 'ava-csv', 'ava-exclusions', 'ava-proposals', 'frame-proposals', 'pbtxt', 'hcstvg', 'vidstg', 'vidor', 'video', 'video-list')
+FORMATS = ('auto', 'act', 'ucf24', 'ava-csv', 'ava-exclusions', 'ava-proposals', 'frame-proposals', 'pbtxt', 'hcstvg', 'vidstg', 'vidor',
+           'video', 'video-list', 'frames', 'corpus', 'ov-ava-split', 'world')
+_IMAGE_EXTS = ('.jpg', '.jpeg', '.png')
+
+def _folder_format(p: Path) -> str:
+    if (p/'captions.json').is_file(): return 'corpus'
+    if (p/'world.json').is_file(): return 'world'
+    if any(f.suffix.lower() in _IMAGE_EXTS for f in p.iterdir()): return 'frames'
+    raise OvstadError(f"{p} is a folder, but not a frame folder (no .jpg frames 00001.jpg, 00002.jpg, ...), nor a pretraining "
+                      f"corpus (no captions.json), nor a world (no world.json); give an annotation file, a video, or such a folder")
 
 def detect_format(path) -> str:
     "Guess the format of an annotation file or video from its name and content."
     p = Path(path)
     if not p.exists(): raise OvstadError(f"{p} does not exist")
+    if p.is_dir(): return _folder_format(p)
     suf = p.suffix.lower()
     if suf in VIDEO_EXTS: return 'video'
     if suf in ('.pkl', '.pickle'):
@@ -734,13 +765,18 @@ def detect_format(path) -> str:
         try: d = json.loads(p.read_text())
         except json.JSONDecodeError as e: raise OvstadError(f"{p}: not valid JSON ({e})") from None
         if isinstance(d, dict) and 'trajectories' in d: return 'vidor'
+        if isinstance(d, dict) and 'params_hash' in d and 'counts' in d: return 'world'
+        if p.name == 'captions.json' or (isinstance(d, list) and d and isinstance(d[0], dict) and 'caption' in d[0] and 'video' in d[0]):
+            return 'corpus'
         if isinstance(d, list) and d and isinstance(d[0], dict) and 'temporal_gt' in d[0]: return 'vidstg'
         if isinstance(d, dict) and d and all(isinstance(v, dict) and 'bbox' in v for v in list(d.values())[:5]): return 'hcstvg'
         if isinstance(d, list) and d and isinstance(d[0], dict) and 'bbox' in d[0]: return 'hcstvg'
         if isinstance(d, list) and all(isinstance(x, str) for x in d): return 'video-list'
-        raise OvstadError(f"{p}: JSON of no known layout (HC-STVG, VidSTG, VidOR)")
+        raise OvstadError(f"{p}: JSON of no known layout (HC-STVG, VidSTG, VidOR, captions.json, world.json)")
     if suf == '.csv':
-        first = next((r for r in csv.reader(open(p, newline='')) if r), [])
+        with open(p, newline='', errors='replace') as f:
+            first = next((r for r in csv.reader(f) if r and not r[0].lstrip().startswith('#')), [])
+        if [x.strip() for x in first[:4]] == ['id', 'name', 'type', 'split']: return 'ov-ava-split'
         return 'ava-exclusions' if len(first) == 2 else 'ava-csv'
     txt = p.read_text(errors='replace')[:4000]
     if re.search(r'item\s*\{', txt) or re.match(r'\s*\d+\s*:', txt): return 'pbtxt'
@@ -775,10 +811,7 @@ def inspect_path(path, format: str = 'auto') -> dict:
         s.update(n_videos=len({v for v, _ in pr}), n_keyframes=len(pr), n_boxes=int(len(sc)),
                  n_boxes_score_ge_0_3=int((sc >= 0.3).sum()), n_boxes_score_ge_0_8=int((sc >= 0.8).sum()))
     elif fmt == 'pbtxt':
-        txt = p.read_text()
-        names = re.findall(r'name:\s*"([^"]*)"', txt) or [m.group(2) for m in re.finditer(r'^\s*(\d+)\s*:\s*(.+?)\s*$', txt, re.M)]
-        ids = [int(i) for i in re.findall(r'\bid:\s*(\d+)', txt)] or [int(m.group(1)) for m in re.finditer(r'^\s*(\d+)\s*:', txt, re.M)]
-        if len(ids) != len(names) or not ids: raise OvstadError(f"{p}: {len(ids)} ids but {len(names)} names")
+        ids, names = parse_label_map(p)   # the reader `ClassList.from_pbtxt` uses: escaped quotes read back
         dup = sorted({n for n in names if names.count(n) > 1})
         s.update(n_labels=len(ids), ids=ids, duplicate_names=dup)
         if not dup and len(set(ids)) == len(ids): s['classes'] = repr(ClassList.from_pbtxt(p))
@@ -802,6 +835,37 @@ def inspect_path(path, format: str = 'auto') -> dict:
         d = json.loads(p.read_text())
         if not isinstance(d, list): raise OvstadError(f"{p}: expected a JSON list of video ids")
         s.update(n_videos=len(set(map(str, d))), examples=[str(x) for x in d[:3]])
+    elif fmt == 'frames':
+        if not p.is_dir(): raise OvstadError(f"{p}: a frame folder must be a folder of 00001.jpg, 00002.jpg, ...")
+        fs = sorted(f for f in p.iterdir() if f.suffix.lower() in _IMAGE_EXTS)
+        if not fs: raise OvstadError(f"{p} holds no .jpg frames (expected 00001.jpg, 00002.jpg, ...)")
+        want = {f"{i:05d}.jpg" for i in range(1, len(fs) + 1)}
+        odd = sorted(f.name for f in fs if f.name not in want)
+        s.update(n_frames=len(fs), size=list(_imread(fs[0]).shape[:2]), first=fs[0].name, last=fs[-1].name,
+                 not_numbered_from_00001=odd[:5])
+    elif fmt == 'corpus':
+        from ovstad.stages import read_captions
+        root = p if p.is_dir() else p.parent
+        pairs = read_captions(p); vids = sorted({v for v, _ in pairs})
+        cr, missing = ClipReader(root), []
+        for v in vids:
+            try: cr.locate(v)
+            except OvstadError: missing.append(v)
+        s.update(n_pairs=len(pairs), n_videos=len(vids), n_missing_videos=len(missing), missing_videos=missing[:5],
+                 examples=[c for _, c in pairs[:3]])
+    elif fmt == 'ov-ava-split':
+        from ovstad.benchmarks import read_ov_ava_split, check_ov_ava_split
+        df = read_ov_ava_split(p)
+        s.update(n_labels=len(df), counts=check_ov_ava_split(df), novel=df[df.split == 'novel'].name.tolist())
+    elif fmt == 'world':
+        f = p/'world.json' if p.is_dir() else p
+        try: card = json.loads(f.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e: raise OvstadError(f"{f}: not valid JSON ({e})") from None
+        if not isinstance(card, dict) or 'params_hash' not in card:
+            raise OvstadError(f"{f}: not a world card: no field 'params_hash' (written by `ovstad mini build`)")
+        c = card.get('counts', {})
+        s.update(params_hash=card['params_hash'], profile=card.get('profile'), frames=c.get('frames'),
+                 corpora=sorted(k for k in c if k != 'frames'), n_pretrain_clips=c.get('pretrain'))
     elif fmt == 'video':
         cr = ClipReader(p.parent, videos_dir='.'); inf = cr.info(p.name)
         s.update(n_videos=1, frames=inf['frames'], fps=inf['fps'], size=list(inf['size']))

@@ -6,7 +6,7 @@ Docs: https://github.com/ovstad/ovstad/models.html.md"""
 
 # %% ../nbs/01_models.ipynb #ebf4bdc9
 from __future__ import annotations
-import dataclasses, logging, math, pickle, warnings
+import dataclasses, logging, math, pickle, sys, warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field, asdict
 from functools import lru_cache
@@ -22,7 +22,7 @@ from timm.layers import DropPath, resample_abs_pos_embed
 
 from fastcore.basics import patch
 
-from .core import OvstadError, atomic_torch_save, cli_group
+from .core import OvstadError, atomic_torch_save, cli_group, ensure_writable, load_checkpoint
 
 _logger = logging.getLogger(__name__)
 
@@ -425,19 +425,23 @@ class LoadReport:
         return r
 
 def _torch_load(path: Path, map_location):
-    try: return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        _logger.warning(f"{path} holds objects besides tensors; loading it with weights_only=False (only do this for files you trust)")
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e: raise OvstadError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+    "The file's object, loaded weights-only (`ovstad.core.load_checkpoint`: refused with the opt-in named if it needs more)."
+    return load_checkpoint(path, map_location, what='ViCLIP checkpoint')
+
+def _plain(v) -> bool:
+    "A value that carries data only: a tensor, number, string or bool (what `checkpoint_extras` keeps)."
+    return isinstance(v, (torch.Tensor, int, float, str, bool)) or v is None
+
+def _describe(v) -> str:
+    return type(v).__name__ if not isinstance(v, (dict, list, tuple)) else f"{type(v).__name__} of {len(v)}"
 
 def _unwrap(obj, path) -> tuple[dict, dict | None, list]:
-    "(state_dict, ovstad_config or None, other top-level keys)."
+    "(state_dict, ovstad_config or None, {other top-level key: value})."
     if not isinstance(obj, dict): raise OvstadError(f"{path}: expected a dict with a 'model' state dict, got {type(obj).__name__}")
     cfg, other = obj.get('ovstad_config'), []
     for k in ('model', 'state_dict', 'module'):
         if k in obj and isinstance(obj[k], dict):
-            other = sorted(str(x) for x in obj if x not in (k, 'ovstad_config')); obj = obj[k]; break
+            other = {str(x): v for x, v in obj.items() if x not in (k, 'ovstad_config')}; obj = obj[k]; break
     sd = {(k[7:] if k.startswith('module.') else k): v for k, v in obj.items()}
     if _SENTINEL not in sd:
         raise OvstadError(f"{path} is not a ViCLIP checkpoint: no {_SENTINEL!r} among its {len(sd)} keys "
@@ -506,7 +510,11 @@ def from_checkpoint(cls: ViCLIP, path: str | Path,          # a real ViCLIP `.pt
     _check_compatible(model, sd, str(path))
     sd = {k: (t.float() if t.is_floating_point() else t) for k, t in sd.items()}  # half-precision files load as float32
     model.load_state_dict(sd, strict=True, assign=True)
-    model.load_report = LoadReport(str(path), layout, cfg.name, len(sd), sum(t.numel() for t in sd.values()), resampled, other)
+    model.load_report = LoadReport(str(path), layout, cfg.name, len(sd), sum(t.numel() for t in sd.values()), resampled, sorted(other))
+    model.checkpoint_extras = {k: v for k, v in other.items() if _plain(v)}  # e.g. ovstad_tau: no second torch.load needed
+    skipped = {k: _describe(v) for k, v in other.items() if not _plain(v)}
+    if skipped: print(f"ovstad: {path}: loaded the weights; ignored the other entries " +
+                      ", ".join(f"{k} ({t})" for k, t in sorted(skipped.items())), file=sys.stderr)
     _logger.info(repr(model.load_report))
     return model
 
@@ -710,6 +718,7 @@ def _cmd_inspect(args) -> int:
     return 0
 
 def _cmd_init(args) -> int:
+    ensure_writable(args.out, '--out')   # before building the model
     torch.manual_seed(args.seed)
     m = ViCLIP.from_config(args.config)
     print(f"wrote {m.save_checkpoint(args.out)}: {m!r}")

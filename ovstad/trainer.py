@@ -17,44 +17,88 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .core import (OvstadError, atomic_save_json, atomic_torch_save, atomic_write, resolve_device,
-                         file_lock, seed_everything, stable_hash)
+from .core import (OvstadError, CheckpointUnreadable, atomic_save_json, atomic_torch_save, atomic_write, ensure_writable,
+                         file_digest, file_lock, load_checkpoint, relative_to, resolve_device, seed_everything, stable_hash)
 
 # %% auto #0
-__all__ = ['opfield', 'TrainConfig', 'override', 'config_dict', 'config_from_dict', 'lr_factor', 'StepSampler', 'Run', 'load_run',
-           'dist_info', 'dist_setup', 'rng_state', 'set_rng_state', 'latest_checkpoint', 'make_optimizer',
-           'TrainResult', 'read_metrics', 'train', 'ToyData', 'ToyTask', 'train_toy']
+__all__ = ['checked', 'opfield', 'check_config', 'TrainConfig', 'override', 'config_dict', 'config_from_dict', 'lr_factor',
+           'StepSampler', 'Run', 'load_run', 'dist_info', 'dist_setup', 'rng_state', 'set_rng_state',
+           'latest_checkpoint', 'resume_checkpoint', 'make_optimizer', 'TrainResult', 'read_metrics', 'train',
+           'ToyData', 'ToyTask', 'train_toy']
 
 # %% ../nbs/07_trainer.ipynb #fffa0b16
-def opfield(default: Any) -> Any:
+_CHECKS = ('gt', 'ge', 'lt', 'le', 'choices')
+
+def checked(default: Any, *, gt=None, ge=None, lt=None, le=None, choices=None, hash: bool = True) -> Any:
+    "A config field whose value must satisfy bounds (`gt`, `ge`, `lt`, `le`; each item of a tuple) or be one of `choices`; checked whenever the config is built or overridden."
+    md = {k: v for k, v in dict(gt=gt, ge=ge, lt=lt, le=le, choices=choices).items() if v is not None}
+    if not hash: md['hash'] = False
+    return field(default=default, metadata=md)
+
+def opfield(default: Any, **checks) -> Any:
     "A config field that does not change results (device, logging, checkpoint interval): left out of the run hash."
-    return field(default=default, metadata={'hash': False})
+    return checked(default, hash=False, **checks)
+
+def _rule(md: dict) -> str:
+    if 'choices' in md: return 'one of ' + ', '.join(map(str, md['choices']))
+    words = {'gt': 'greater than', 'ge': 'at least', 'lt': 'less than', 'le': 'at most'}
+    return ' and '.join(f"{words[k]} {md[k]:g}" for k in ('gt', 'ge', 'lt', 'le') if k in md)
+
+def _breaks(x: Any, md: dict) -> bool:
+    "True when value `x` breaks the field metadata `md` (NaN breaks every bound)."
+    if 'choices' in md: return x not in md['choices']
+    try:
+        ok = (('gt' not in md or x > md['gt']) and ('ge' not in md or x >= md['ge']) and
+              ('lt' not in md or x < md['lt']) and ('le' not in md or x <= md['le']))
+    except TypeError: return True
+    return not ok
+
+def _example(f) -> str:
+    d = f.default
+    if d is dataclasses.MISSING: return '...'
+    return ','.join(map(str, d)) if isinstance(d, tuple) else str(d)
+
+def check_config(cfg: Any) -> Any:
+    "Raise `OvstadError` naming the first field of dataclass `cfg` that breaks its `checked` bounds or choices (and then `cfg.check()`, if defined); return `cfg`."
+    for f in fields(cfg):
+        md = f.metadata
+        if not any(k in md for k in _CHECKS): continue
+        v = getattr(cfg, f.name)
+        if v is None: continue
+        for x in (v if isinstance(v, (tuple, list)) else [v]):
+            if _breaks(x, md):
+                what = f"{f.name}={v!r}" if x is v else f"{f.name}={v!r} (item {x!r})"
+                raise OvstadError(f"{type(cfg).__name__}: {what} is not allowed: {f.name} must be {_rule(md)}; "
+                                  f"give another value, e.g. --set {f.name}={_example(f)}")
+    if callable(getattr(cfg, 'check', None)): cfg.check()
+    return cfg
 
 @dataclass
 class TrainConfig:
     "Optimisation settings shared by every training stage: SGD with momentum, warmup + cosine (or step) schedule."
-    steps: int = 100                 # optimizer steps (the paper's "iterations")
-    batch_size: int = 8              # global batch: samples per optimizer step, over all processes and accumulation micro-batches
-    accum: int = 1                   # gradient-accumulation micro-batches per step; micro-batch = batch_size / (accum * world size)
-    lr: float = 1e-3                 # base learning rate, reached at the end of warmup
-    optimizer: str = 'sgd'           # 'sgd' (the paper's, for align and finetune) or 'adamw' (ViCLIP's own pretraining)
-    momentum: float = 0.9            # SGD momentum (paper: 0.9); AdamW's beta1
-    weight_decay: float = 1e-7       # SGD weight decay (paper: 1e-7)
-    schedule: str = 'cosine'         # 'cosine' (decays to min_lr_ratio * lr), 'step' (x step_gamma at step_milestones) or 'constant'
-    warmup_steps: int = 0            # linear warmup from lr / (warmup_steps + 1) to lr over this many steps
-    min_lr_ratio: float = 0.01       # cosine: the final learning rate as a fraction of lr
-    step_milestones: tuple[float, ...] = (0.67, 0.89)  # step schedule: fractions of `steps` at which lr is multiplied by step_gamma
-    step_gamma: float = 0.1          # step schedule: the factor applied at each milestone
-    grad_clip: float = 0.0           # clip the global gradient norm to this value; 0 turns clipping off
-    seed: int = 0                    # seeds model initialisation, data order and augmentation
-    amp: str = 'auto'                # 'auto' (bf16 autocast on CUDA, full precision on CPU), 'bf16' or 'off'
+    steps: int = checked(100, ge=1)  # optimizer steps (the paper's "iterations")
+    batch_size: int = checked(8, ge=1)  # global batch: samples per optimizer step, over all processes and accumulation micro-batches
+    accum: int = checked(1, ge=1)    # gradient-accumulation micro-batches per step; micro-batch = batch_size / (accum * world size)
+    lr: float = checked(1e-3, gt=0)  # base learning rate, reached at the end of warmup
+    optimizer: str = checked('sgd', choices=('sgd', 'adamw'))  # 'sgd' (the paper's, for align and finetune) or 'adamw' (ViCLIP's own pretraining)
+    momentum: float = checked(0.9, ge=0, lt=1)  # SGD momentum (paper: 0.9); AdamW's beta1
+    weight_decay: float = checked(1e-7, ge=0)  # SGD weight decay (paper: 1e-7)
+    schedule: str = checked('cosine', choices=('cosine', 'step', 'constant'))  # 'cosine' (decays to min_lr_ratio * lr), 'step' (x step_gamma at step_milestones) or 'constant'
+    warmup_steps: int = checked(0, ge=0)  # linear warmup from lr / (warmup_steps + 1) to lr over this many steps
+    min_lr_ratio: float = checked(0.01, ge=0, le=1)  # cosine: the final learning rate as a fraction of lr
+    step_milestones: tuple[float, ...] = checked((0.67, 0.89), ge=0, le=1)  # step schedule: fractions of `steps` at which lr is multiplied by step_gamma
+    step_gamma: float = checked(0.1, gt=0)  # step schedule: the factor applied at each milestone
+    grad_clip: float = checked(0.0, ge=0)  # clip the global gradient norm to this value; 0 turns clipping off
+    seed: int = checked(0, ge=0)     # seeds model initialisation, data order and augmentation
+    amp: str = checked('auto', choices=('auto', 'bf16', 'off'))  # 'auto' (bf16 autocast on CUDA, full precision on CPU), 'bf16' or 'off'
     device: str = opfield('auto')    # 'auto', 'cpu', 'cuda' or 'cuda:N' (under torchrun each process takes cuda:LOCAL_RANK)
-    ckpt_every: int = opfield(50)    # write a resumable checkpoint every this many steps (and at the end)
-    keep_ckpts: int = opfield(2)     # how many of the latest checkpoints to keep on disk
-    log_every: int = opfield(10)     # append a row to metrics.jsonl every this many steps
-    num_workers: int = opfield(0)    # DataLoader worker processes
+    ckpt_every: int = opfield(50, ge=1)  # write a resumable checkpoint every this many steps (and at the end)
+    keep_ckpts: int = opfield(2, ge=1)  # how many of the latest checkpoints to keep on disk
+    log_every: int = opfield(10, ge=1)  # append a row to metrics.jsonl every this many steps
+    num_workers: int = opfield(0, ge=0)  # DataLoader worker processes
     progress: bool = opfield(True)   # show a tqdm progress bar (rank 0 only)
     find_unused: bool = opfield(True)  # DDP find_unused_parameters (needed when some trainable parameters get no gradient)
+    def __post_init__(self): check_config(self)  # a config that cannot train is refused when it is built, naming the field
 
 # %% ../nbs/07_trainer.ipynb #a878dd5d
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -114,7 +158,7 @@ def override(cfg: Any, overrides: dict | Iterable[str] | None = None, **kw) -> A
             hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(names)}"
             raise OvstadError(f"{type(cfg).__name__} has no field {k!r}{hint}")
         new[k] = _coerce(v, hints[k], k)
-    return dataclasses.replace(cfg, **new)
+    return check_config(dataclasses.replace(cfg, **new))
 
 # %% ../nbs/07_trainer.ipynb #9111b589
 def config_dict(cfg: Any, hashed_only: bool = False) -> dict:
@@ -197,12 +241,20 @@ class _Positioned(torch.utils.data.Dataset):
     def __getitem__(self, ip): return self.ds.read_at(*ip) if self.has else self.ds[ip[0]]
 
 # %% ../nbs/07_trainer.ipynb #def96d10
-def _input_id(x: Any) -> str:
+def _input_id(x: Any, base: str | Path | None = None) -> str:
     if isinstance(x, Run): return x.id
     if isinstance(x, dict): return 'x-' + stable_hash(x)   # e.g. a data fingerprint
     p = Path(x)
     if (p/'DONE.json').exists() or (p/'config.json').exists(): return p.name  # a run folder: its name is its hash
-    return str(p.resolve())
+    return relative_to(p.resolve(), Path(base).resolve()) if base is not None else str(p.resolve())  # a file: relative to the runs folder
+
+_DIGESTS: dict = {}   # (path, size, mtime_ns) -> sha256, so a run is hashed once per process while its files do not change
+_WARNED: set = set()
+
+def _sha256(p: Path) -> str:
+    st = p.stat(); key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS: _DIGESTS[key] = file_digest(p)['sha256']
+    return _DIGESTS[key]
 
 class Run:
     "A stage's run folder: config.json, checkpoints/, metrics.jsonl, loss.png, artefacts, and DONE.json once complete."
@@ -211,15 +263,39 @@ class Run:
                  inputs: Iterable = (),       # input Runs, run folders, files, or dicts (e.g. data fingerprints)
                  runs_dir: str | Path = 'runs'):  # parent folder of all runs
         self.stage, self.config, self.inputs = stage, config, list(inputs)
-        self.input_ids = [_input_id(i) for i in self.inputs]
+        self.input_ids = [_input_id(i, runs_dir) for i in self.inputs]
         h = stable_hash({'stage': stage, 'config': config_dict(config, hashed_only=True), 'inputs': self.input_ids})
         self.id = f"{stage}-{h}"
         self.path = Path(runs_dir)/self.id
         self.cached = self.complete
     @property
-    def complete(self) -> bool: return (self.path/'DONE.json').exists()
+    def complete(self) -> bool:
+        "DONE.json exists and every file it lists still has its recorded size and sha256 (a damaged run is said once on stderr)."
+        if not (self.path/'DONE.json').exists(): return False
+        bad = self.verify()
+        if bad and str(self.path) not in _WARNED:
+            _WARNED.add(str(self.path))
+            print(f"ovstad: {self.path}: was finished, but {'; '.join(bad)}; the run counts as incomplete and is run again", file=sys.stderr)
+        return not bad
+    def _read_done(self) -> dict | None:
+        try: d = json.loads((self.path/'DONE.json').read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError): return None
+        return d if isinstance(d, dict) else None
+    def verify(self) -> list[str]:
+        "What no longer matches DONE.json: a missing, resized or changed artefact ([] when everything matches)."
+        d = self._read_done()
+        if d is None: return ['DONE.json is not readable JSON']
+        files = d.get('files') or ({d['artefact']: None} if d.get('artefact') else {})  # DONE.json before digests: existence only
+        out = []
+        for name, rec in files.items():
+            p = self.path/name
+            if not p.is_file(): out.append(f"its artefact {name} is missing"); continue
+            if not rec: continue
+            if p.stat().st_size != rec.get('bytes'): out.append(f"its artefact {name} has {p.stat().st_size} bytes where DONE.json recorded {rec.get('bytes')}")
+            elif _sha256(p) != rec.get('sha256'): out.append(f"its artefact {name} changed since (sha256 {_sha256(p)[:12]}... where DONE.json recorded {str(rec.get('sha256'))[:12]}...)")
+        return out
     @property
-    def done(self) -> dict: return json.loads((self.path/'DONE.json').read_text()) if self.complete else {}
+    def done(self) -> dict: return (self._read_done() or {}) if self.complete else {}
     @property
     def metrics(self) -> dict:
         "The run's final metrics (from DONE.json), {} while incomplete."
@@ -231,7 +307,8 @@ class Run:
         if art: return self.path/art
         return latest_checkpoint(self.path)
     def prepare(self) -> 'Run':
-        "Create the folder and write config.json (stage, config, inputs)."
+        "Create the folder and write config.json (stage, config, inputs); an unwritable runs folder is an error before any work."
+        ensure_writable(self.path, 'run folder')
         self.path.mkdir(parents=True, exist_ok=True)
         if not (self.path/'config.json').exists():
             atomic_save_json({'stage': self.stage, 'config': config_dict(self.config), 'inputs': self.input_ids,
@@ -242,10 +319,15 @@ class Run:
         "Hold an exclusive lock on the run folder (waits while another process holds it)."
         self.prepare()
         with file_lock(self.path/'.lock', f"{self.id}: another process is running this run; waiting for it"): yield self
-    def finish(self, metrics: dict, artefact: str | None = None, **extra) -> 'Run':
-        "Mark the run complete: write DONE.json (metrics, artefact file name, extra info) atomically, last."
-        atomic_save_json({'stage': self.stage, 'id': self.id, 'metrics': metrics, 'artefact': artefact,
+    def finish(self, metrics: dict, artefact: str | None = None, files: Iterable[str] = (), **extra) -> 'Run':
+        "Mark the run complete: write DONE.json (metrics, artefact file name, each artefact's size and sha256, extra info) atomically, last."
+        names = list(dict.fromkeys(([artefact] if artefact else []) + list(files)))
+        missing = [n for n in names if not (self.path/n).is_file()]
+        if missing: raise OvstadError(f"{self.path}: cannot mark the run complete: artefact(s) {missing} were not written")
+        digests = {n: {'bytes': (self.path/n).stat().st_size, 'sha256': _sha256(self.path/n)} for n in names}
+        atomic_save_json({'stage': self.stage, 'id': self.id, 'metrics': metrics, 'artefact': artefact, 'files': digests,
                           'finished': time.strftime('%Y-%m-%d %H:%M:%S'), **extra}, self.path/'DONE.json')
+        _WARNED.discard(str(self.path))
         return self
     def __repr__(self):
         state = 'complete' + (' (cached)' if self.cached else '') if self.complete else 'incomplete'
@@ -283,13 +365,21 @@ def _barrier():
 
 # %% ../nbs/07_trainer.ipynb #c4a3e87c
 def rng_state() -> dict:
-    "The RNG states of python, numpy, torch (CPU) and CUDA."
-    return {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state(),
-            'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    "The RNG states of python, numpy, torch (CPU) and CUDA as tensors, numbers and lists (a checkpoint holding them loads with weights_only=True)."
+    v, st, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {'python': [v, list(st), gauss],
+            'numpy': {'name': name, 'keys': torch.from_numpy(keys.astype(np.int64)), 'pos': int(pos), 'has_gauss': int(has_gauss),
+                      'cached_gaussian': float(cached)},
+            'torch': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 def set_rng_state(s: dict) -> None:
-    "Restore what `rng_state` returned."
-    random.setstate(s['python']); np.random.set_state(s['numpy']); torch.set_rng_state(s['torch'])
+    "Restore what `rng_state` returned (also the tuple layout of older checkpoints)."
+    py, n = s['python'], s['numpy']
+    random.setstate((int(py[0]), tuple(int(x) for x in py[1]), py[2]))
+    if isinstance(n, dict):
+        n = (n['name'], np.asarray(n['keys'], dtype=np.int64).astype(np.uint32), n['pos'], n['has_gauss'], n['cached_gaussian'])
+    np.random.set_state(n); torch.set_rng_state(s['torch'])
     if s.get('cuda') is not None and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s['cuda'])
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
@@ -297,6 +387,25 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     d = Path(run_dir)/'checkpoints'
     cks = _main_ckpts(d)
     return cks[-1] if cks else None
+
+_CKPT_KEYS = ('model', 'optimizer', 'scheduler', 'step', 'history', 'rng')
+
+def resume_checkpoint(run_dir: str | Path, desc: str = 'train', verbose: bool = True) -> tuple[Path | None, dict | None]:
+    "(path, state) of the newest checkpoint in `run_dir` that loads weights-only and holds a training state; newer damaged ones are skipped, and named."
+    bad = []
+    for ck in reversed(_main_ckpts(Path(run_dir)/'checkpoints')):
+        try: state = load_checkpoint(ck, 'cpu', what='resumable checkpoint')  # CheckpointRefused (code in the pickle) propagates
+        except CheckpointUnreadable as e: bad.append((ck, str(e).split(' cannot be read ', 1)[-1])); continue
+        miss = [k for k in _CKPT_KEYS if k not in state] if isinstance(state, dict) else list(_CKPT_KEYS)
+        if miss: bad.append((ck, f"not a training checkpoint: it lacks {miss}")); continue
+        if bad and verbose:
+            print(f"{desc}: skipped {', '.join(p.name for p, _ in bad)} of {run_dir} (damaged or incomplete: {bad[0][1]}); "
+                  f"resuming from {ck.name} (step {state['step']})", file=sys.stderr)
+        return ck, state
+    if bad:
+        raise OvstadError(f"{desc}: cannot resume {run_dir}: no checkpoint loads: " + '; '.join(f"{p}: {why}" for p, why in bad) +
+                          ". Delete the damaged file(s) to resume from an earlier checkpoint, or rerun without --resume to start over.")
+    return None, None
 
 def _main_ckpts(d: Path) -> list[Path]:
     return sorted(p for p in d.glob('ckpt-*.pt') if re.fullmatch(r'ckpt-\d{8}\.pt', p.name)) if d.exists() else []
@@ -361,7 +470,8 @@ def train(task: nn.Module,                     # module whose forward(batch) ret
           ) -> TrainResult:
     "Train `task` for `cfg.steps` SGD steps with checkpoints, resume, accumulation, bf16 autocast on GPU and DDP."
     from tqdm.auto import tqdm
-    run_dir = Path(run_dir); (run_dir/'checkpoints').mkdir(parents=True, exist_ok=True)
+    check_config(cfg)
+    run_dir = ensure_writable(Path(run_dir), 'run folder'); (run_dir/'checkpoints').mkdir(parents=True, exist_ok=True)
     dev = dist_setup(cfg.device)
     rank, world, _ = dist_info()
     sampler = StepSampler(len(dataset), cfg.batch_size, cfg.accum, rank, world, cfg.seed)
@@ -372,9 +482,11 @@ def train(task: nn.Module,                     # module whose forward(batch) ret
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s))
     seed_everything(cfg.seed + 7919 * rank)
     start, history = 0, []
-    ck = latest_checkpoint(run_dir) if resume else None
+    ck, state = resume_checkpoint(run_dir, desc, verbose=rank == 0) if resume else (None, None)
     if ck is not None:
-        state = torch.load(ck, map_location='cpu', weights_only=False)
+        if state.get('sampler', sampler.state_dict()) != sampler.state_dict() and rank == 0:
+            print(f"{desc}: {ck} was written with data order {state['sampler']}, this run has {sampler.state_dict()}; "
+                  f"the resumed run will not match an uninterrupted one", file=sys.stderr)
         if state.get('world_size', 1) != world and rank == 0:
             print(f"{desc}: resuming a {state.get('world_size')}-process checkpoint with {world} processes; "
                   f"the data order is kept, per-process RNG streams are not", file=sys.stderr)
@@ -382,7 +494,7 @@ def train(task: nn.Module,                     # module whose forward(batch) ret
         start, history = state['step'], state['history']
         rf = _ckpt_path(run_dir, start, rank)
         if rank == 0: set_rng_state(state['rng'])
-        elif rf.exists(): set_rng_state(torch.load(rf, weights_only=False)['rng'])
+        elif rf.exists(): set_rng_state(load_checkpoint(rf, 'cpu', what='resumable checkpoint')['rng'])
     elif not resume and rank == 0:
         for p in (run_dir/'checkpoints').glob('ckpt-*.pt'): p.unlink()
     if rank == 0:  # metrics rows written after the checkpoint we resume from belong to the lost future
@@ -440,7 +552,7 @@ def train(task: nn.Module,                     # module whose forward(batch) ret
                        'elapsed_s': time.time() - t0}
                 with open(run_dir/'metrics.jsonl', 'a') as f: f.write(json.dumps(row) + '\n')
             if step % cfg.ckpt_every == 0 or step == cfg.steps:
-                _save_checkpoint(run_dir, step, task, opt, sched, history, cfg, world, rank)
+                _save_checkpoint(run_dir, step, task, opt, sched, history, cfg, world, rank, sampler)
     finally:
         pbar.close()
     wall = time.time() - t0
@@ -451,13 +563,14 @@ def train(task: nn.Module,                     # module whose forward(batch) ret
     if rank == 0: _plot_loss(read_metrics(run_dir), run_dir/'loss.png', f"{desc} ({run_dir.name})")
     return TrainResult(task, metrics, history)
 
-def _save_checkpoint(run_dir, step, task, opt, sched, history, cfg, world, rank):
+def _save_checkpoint(run_dir, step, task, opt, sched, history, cfg, world, rank, sampler=None):
+    "Tensors, numbers, strings, lists and dicts only: the file loads with torch.load(weights_only=True)." 
     if rank > 0: atomic_torch_save({'rng': rng_state(), 'step': step}, _ckpt_path(run_dir, step, rank))
     _barrier()
     if rank == 0:
         atomic_torch_save({'model': task.state_dict(), 'optimizer': opt.state_dict(), 'scheduler': sched.state_dict(),
                            'step': step, 'history': history, 'rng': rng_state(), 'world_size': world,
-                           'config': config_dict(cfg)}, _ckpt_path(run_dir, step))
+                           'config': config_dict(cfg), 'sampler': sampler.state_dict() if sampler else None}, _ckpt_path(run_dir, step))
         cks = _main_ckpts(run_dir/'checkpoints')
         for old in cks[:-max(1, cfg.keep_ckpts)]:
             for f in run_dir.glob(f"checkpoints/{old.stem}*"): f.unlink(missing_ok=True)

@@ -220,7 +220,7 @@ def test_malformed_act_gt(tmp_path):
     gt = {'labels': ['a'], 'gttubes': {'v1': {0: [np.array([[1, 0, 0, 5, 5], [9, 0, 0, 5, 5]], np.float32)]}},
           'nframes': {'v1': 4}, 'train_videos': [['v1']], 'test_videos': [[]], 'resolution': {'v1': (10, 10)}}
     pickle.dump(gt, open(tmp_path/'g.pkl', 'wb'))
-    with pytest.raises(OvstadError, match=r"g\.pkl: video 'v1', label 0, tube 0: field 'frame' outside 1\.\.4"):
+    with pytest.raises(OvstadError, match=r"g\.pkl: video 'v1', label 0, tube 1: field 'frame' outside 1\.\.4"):
         read_act_gt(tmp_path/'g.pkl')
 
 

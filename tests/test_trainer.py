@@ -19,7 +19,7 @@ def _toy_script(tmp_path, **kw):
     return s
 
 def _weights(run_dir):
-    return torch.load(latest_checkpoint(run_dir), map_location='cpu', weights_only=False)['model']
+    return torch.load(latest_checkpoint(run_dir), map_location='cpu', weights_only=True)['model']
 
 def test_sigkill_and_resume_matches_uninterrupted(tmp_path):
     script = _toy_script(tmp_path, steps=40, ckpt_every=10, step_sleep=0.01)
@@ -48,7 +48,7 @@ def test_torchrun_two_processes_match_one(tmp_path, accum):
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = _weights(tmp_path/'one'), _weights(tmp_path/'two')
     for k in a: torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
-    ck = torch.load(latest_checkpoint(tmp_path/'two'), weights_only=False)
+    ck = torch.load(latest_checkpoint(tmp_path/'two'), weights_only=True)  # trainer checkpoints hold no code
     assert ck['world_size'] == 2 and ck['step'] == 12
     assert (tmp_path/'two'/'checkpoints'/'ckpt-00000012.rank1.pt').exists()
 

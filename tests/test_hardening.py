@@ -1,0 +1,205 @@
+"""Hardening: no code runs from a checkpoint, no run looks complete that is not, a clear error for a bad input.
+
+Every case here failed before: a `__reduce__` payload ran through `model inspect` and `--resume`, steps=0 trained
+nothing and finished, a truncated newest checkpoint ended `--resume` in a traceback, a damaged artefact was reused,
+and the parser cases ended in tracebacks."""
+import argparse, json, os, pickle, subprocess, sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ovstad.core import (CheckpointRefused, ClassList, OvstadError, ensure_writable, load_checkpoint, trust_checkpoints)
+from ovstad.trainer import Run, TrainConfig, latest_checkpoint, override, resume_checkpoint, train_toy
+
+BIN = Path(sys.executable).parent
+SHARED = Path(__file__).resolve().parent.parent.parent/'shared'/'data'
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'HF_HUB_OFFLINE': '1', 'MPLBACKEND': 'agg'}
+ENV.pop('OVSTAD_TRUST_CHECKPOINTS', None)
+
+class Payload:
+    "Unpickling this creates the marker file: it must never happen without the user's opt-in."
+    def __init__(self, marker): self.marker = str(marker)
+    def __reduce__(self): return (os.system, (f"touch {self.marker}",))
+
+def ovstad(*args, cwd=None, module=False):
+    cmd = [sys.executable, '-m', 'ovstad'] if module else [str(BIN/'ovstad')]
+    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=300)
+
+class _R:
+    def __init__(self, rc, out, err): self.returncode, self.stdout, self.stderr = rc, out, err
+
+def cli(capsys, *args):
+    "`ovstad ARGS` in this process (faster than a subprocess for commands that load no model)."
+    from ovstad.cli import main
+    capsys.readouterr(); rc = main([str(a) for a in args]); o = capsys.readouterr()
+    return _R(rc, o.out, o.err)
+
+def refused(r, *words):
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    err = r.stderr.strip().splitlines()
+    assert err and err[-1].startswith('ovstad: error: ') and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    for w in words: assert w in r.stderr, (w, r.stderr[-2000:])
+
+@pytest.fixture(scope='module')
+def smoke_sd():
+    from ovstad.models import ViCLIP
+    torch.manual_seed(0)
+    return ViCLIP.from_config('smoke').state_dict()
+
+# ---- checkpoints never run code -------------------------------------------------------------------------------
+
+def test_payload_never_runs_through_loaders(tmp_path, smoke_sd):
+    from ovstad.models import ViCLIP
+    marker = tmp_path/'MARKER'
+    f = tmp_path/'payload.pth'; torch.save({'model': smoke_sd, 'hook': Payload(marker)}, f)
+    legacy = tmp_path/'legacy.pth'; torch.save({'model': {}, 'hook': Payload(marker)}, legacy, _use_new_zipfile_serialization=False)
+    plain = tmp_path/'plain.pkl'; plain.write_bytes(pickle.dumps({'hook': Payload(marker)}, protocol=4))
+    for p in (f, legacy, plain):
+        with pytest.raises(CheckpointRefused, match=r'posix\.system.*--trust-checkpoint .*OVSTAD_TRUST_CHECKPOINTS=1'):
+            load_checkpoint(p)
+    with pytest.raises(CheckpointRefused, match=str(f)): ViCLIP.from_checkpoint(f)
+    refused(ovstad('model', 'inspect', f), str(f), 'posix.system', '--trust-checkpoint')
+    refused(ovstad('model', 'inspect', f, module=True), 'posix.system')
+    assert not marker.exists()
+
+def test_payload_never_runs_through_resume(tmp_path):
+    marker, run = tmp_path/'MARKER', tmp_path/'run'
+    train_toy(run, steps=20, stop_after=10, ckpt_every=10)
+    ck = run/'checkpoints'/'ckpt-00000020.pt'
+    torch.save({'model': {}, 'optimizer': {}, 'scheduler': {}, 'step': 20, 'history': [], 'rng': Payload(marker)}, ck)
+    with pytest.raises(CheckpointRefused, match='ckpt-00000020.pt'): train_toy(run, steps=20, ckpt_every=10)
+    assert not marker.exists()
+
+def test_trust_opt_in_unpickles(tmp_path, smoke_sd):
+    marker = tmp_path/'MARKER'
+    f = tmp_path/'mine.pth'; torch.save({'model': smoke_sd, 'hook': Payload(marker)}, f)
+    r = ovstad('model', 'inspect', f, '--trust-checkpoint')
+    assert r.returncode == 0 and marker.exists(), r.stderr[-2000:]
+    marker.unlink()
+    with trust_checkpoints(): load_checkpoint(f)
+    assert marker.exists()
+
+def test_random_bytes_are_unreadable_not_unpickled(tmp_path):
+    f = tmp_path/'junk.pth'; f.write_bytes(os.urandom(4096))
+    with pytest.raises(OvstadError, match='damaged, truncated or not a PyTorch checkpoint'): load_checkpoint(f, trust=True)
+
+def test_released_checkpoint_with_namespace_loads_and_says_what_it_ignored(tmp_path, smoke_sd):
+    f = tmp_path/'released.pth'
+    torch.save({'model': smoke_sd, 'args': argparse.Namespace(lr=1e-4, model='ViCLIP'), 'epoch': 9}, f)
+    r = ovstad('model', 'inspect', f)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'ignored the other entries args (Namespace)' in r.stderr
+    assert "other entries in the file: ['args', 'epoch']" in r.stdout
+
+def test_trainer_checkpoints_load_weights_only(tmp_path):
+    train_toy(tmp_path/'r', steps=4, ckpt_every=2, optimizer='adamw')
+    state = torch.load(latest_checkpoint(tmp_path/'r'), weights_only=True)
+    assert {'model', 'optimizer', 'scheduler', 'rng', 'history', 'sampler'} <= set(state)
+
+# ---- runs that look complete but are not ------------------------------------------------------------------------
+
+@pytest.mark.parametrize('kv, field', [('steps=0', 'steps must be at least 1'), ('steps=-1', 'steps must be at least 1'),
+                                       ('lr=-1', 'lr must be greater than 0'), ('batch_size=0', 'batch_size must be at least 1'),
+                                       ('ckpt_every=0', 'ckpt_every must be at least 1'), ('warmup_steps=-3', 'warmup_steps must be at least 0')])
+def test_non_positive_fields_refused_when_built(kv, field):
+    with pytest.raises(OvstadError, match=field): override(TrainConfig(), [kv])
+
+def test_cli_refuses_steps_before_any_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = cli(capsys, 'train', 'finetune', '--profile', 'smoke', '--set', 'steps=-1', '--runs-dir', tmp_path/'runs')
+    refused(r, 'steps=-1', 'steps must be at least 1')
+    assert not list(tmp_path.rglob('DONE.json')) and not (tmp_path/'runs').exists()
+
+def test_resume_skips_a_truncated_newest_checkpoint(tmp_path, capsys):
+    full = train_toy(tmp_path/'full', steps=30, ckpt_every=10, keep_ckpts=3)
+    train_toy(tmp_path/'cut', steps=30, ckpt_every=10, keep_ckpts=3, stop_after=20)
+    ck = tmp_path/'cut'/'checkpoints'/'ckpt-00000020.pt'; ck.write_bytes(ck.read_bytes()[:2048])
+    rest = train_toy(tmp_path/'cut', steps=30, ckpt_every=10, keep_ckpts=3)
+    assert rest.metrics['resumed_from'] == 10
+    assert 'skipped ckpt-00000020.pt' in capsys.readouterr().err
+    for a, b in zip(full.task.state_dict().values(), rest.task.state_dict().values()): assert torch.equal(a, b)
+
+def test_resume_refuses_when_no_checkpoint_loads(tmp_path):
+    train_toy(tmp_path/'r', steps=20, ckpt_every=10, stop_after=10)
+    for p in (tmp_path/'r'/'checkpoints').glob('ckpt-*.pt'): p.write_bytes(b'\0' * 10)
+    with pytest.raises(OvstadError, match=r'no checkpoint loads: .*ckpt-00000010\.pt'): resume_checkpoint(tmp_path/'r')
+
+def test_done_json_digests_catch_a_damaged_artefact(tmp_path, capsys):
+    r = Run('toy', TrainConfig(), runs_dir=tmp_path).prepare()
+    (r.path/'viclip.pt').write_bytes(b'0123456789'); r.finish({'loss': 1.0}, 'viclip.pt')
+    done = json.loads((r.path/'DONE.json').read_text())
+    assert done['files']['viclip.pt']['bytes'] == 10 and len(done['files']['viclip.pt']['sha256']) == 64
+    assert Run('toy', TrainConfig(), runs_dir=tmp_path).complete
+    (r.path/'viclip.pt').write_bytes(b'0123456780')                          # same size, one byte changed
+    again = Run('toy', TrainConfig(), runs_dir=tmp_path)
+    assert not again.complete and not again.cached
+    assert 'viclip.pt changed since' in capsys.readouterr().err
+
+def test_run_records_hold_no_absolute_paths(tmp_path):
+    (tmp_path/'w.pth').write_bytes(b'x')
+    r = Run('toy', TrainConfig(), [tmp_path/'w.pth'], runs_dir=tmp_path/'runs').prepare()
+    cfg = (r.path/'config.json').read_text()
+    assert str(tmp_path) not in cfg and '"../w.pth"' in cfg
+
+# ---- unwritable outputs, before the work ------------------------------------------------------------------------
+
+def test_unwritable_outputs_detected_first(tmp_path, capsys):
+    (tmp_path/'file').write_text('')
+    with pytest.raises(OvstadError, match='is a file, not a folder'): Run('toy', TrainConfig(), runs_dir=tmp_path/'file'/'runs').prepare()
+    with pytest.raises(OvstadError, match='is a file, not a folder'): train_toy(tmp_path/'file'/'run', steps=2)
+    with pytest.raises(OvstadError, match='cannot be written'): ensure_writable('/proc/ovstad-test/out.csv')
+    refused(cli(capsys, 'model', 'init', '--config', 'smoke', '--out', tmp_path/'file'/'x.pth'), 'is a file, not a folder')
+    if os.geteuid() != 0:  # root writes into read-only folders
+        ro = tmp_path/'ro'; ro.mkdir(); ro.chmod(0o555)
+        try:
+            with pytest.raises(OvstadError, match='not writable'): ensure_writable(ro/'x.csv')
+        finally: ro.chmod(0o755)
+
+# ---- parsers: a clear error, never a traceback ------------------------------------------------------------------
+
+def _act(tmp_path, tubes):
+    gt = {'labels': ['a', 'b'], 'gttubes': {'v': tubes}, 'nframes': {'v': 4}, 'resolution': {'v': (240, 320)},
+          'train_videos': [['v']], 'test_videos': [[]]}
+    p = tmp_path/'gt.pkl'; p.write_bytes(pickle.dumps(gt)); return p
+
+def test_data_inspect_bad_inputs(tmp_path, capsys):
+    (tmp_path/'notes').mkdir(); (tmp_path/'notes'/'x.txt').write_text('x')
+    refused(cli(capsys, 'data', 'inspect', tmp_path/'notes'), 'is a folder, but not a frame folder')
+    refused(cli(capsys, 'data', 'inspect', _act(tmp_path, [np.zeros((1, 5))])), "video 'v': field 'gttubes' must map label index")
+    refused(cli(capsys, 'data', 'inspect', _act(tmp_path, {0: ['frame 1']})), "video 'v', label 0, tube 1: field 'boxes' must be numbers")
+    p = tmp_path/'props.pkl'; p.write_bytes(pickle.dumps({'v,0902': np.zeros((2, 4), np.float32)}))
+    refused(cli(capsys, 'data', 'inspect', p), "key 'v,0902': field 'boxes' must be (n, 5)")
+    h = tmp_path/'det.csv'; h.write_text('video_id,timestamp,x1,y1,x2,y2,action_id,score\nv,902,0.1,0.1,0.5,0.5,1,0.9\n')
+    refused(cli(capsys, 'data', 'inspect', h), 'det.csv:1:', 'remove the header line')
+
+def test_data_inspect_knows_the_projects_own_files(tmp_path):
+    from ovstad.data import inspect_path
+    from ovstad.benchmarks import default_ov_ava_split_path
+    s = inspect_path(default_ov_ava_split_path())
+    assert s['format'] == 'ov-ava-split' and s['counts']['all'] == {'base': 45, 'novel': 15}
+    (tmp_path/'pretrain'/'videos').mkdir(parents=True)
+    (tmp_path/'pretrain'/'captions.json').write_text(json.dumps([{'video': 'a.mp4', 'caption': 'a man waves', 'num_frames': 8, 'fps': 8}]))
+    assert inspect_path(tmp_path/'pretrain')['format'] == 'corpus'
+    assert inspect_path(tmp_path/'pretrain'/'captions.json')['n_pairs'] == 1
+    (tmp_path/'world.json').write_text(json.dumps({'params_hash': 'h', 'counts': {'pretrain': 1, 'frames': 8}}))
+    assert inspect_path(tmp_path/'world.json')['format'] == 'world'
+
+@pytest.mark.skipif(not (SHARED/'jhmdb'/'JHMDB-GT.pkl').exists(), reason='../shared/data is absent')
+def test_real_files_still_read(tmp_path):
+    from ovstad.data import inspect_path
+    assert inspect_path(SHARED/'jhmdb'/'JHMDB-GT.pkl')['n_videos'] == 928
+    assert inspect_path(SHARED/'ava-sample'/'ava_proposals_sample.pkl')['format'] == 'ava-proposals'
+    assert len(ClassList.from_pbtxt(SHARED/'ava-sample'/'ava_action_list_v2.1_for_activitynet_2018.pbtxt.txt')) == 60
+
+def test_label_map_escapes_round_trip(tmp_path):
+    cl = ClassList.from_names(['a "big" wave', 'C:\\path', 'nod'], start=1)
+    p = cl.to_pbtxt(tmp_path/'m.pbtxt')
+    assert ClassList.from_pbtxt(p).names == cl.names
+    from ovstad.data import inspect_path
+    assert inspect_path(p)['n_labels'] == 3
+
+def test_python_dash_m_works():
+    r = ovstad('--help', module=True)
+    assert r.returncode == 0 and 'usage: ovstad' in r.stdout
