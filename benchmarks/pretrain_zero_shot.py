@@ -1,22 +1,24 @@
-"""How fast does a mini ViCLIP trained from scratch learn the mini world's actions?
+"""The mini world's learnability frontier: how fast a mini ViCLIP trained from scratch learns the world's actions.
 
-Renders a pretraining corpus in memory (no mp4 round trip), trains the `mini` ViCLIP for a fixed time budget
-with InfoNCE (Eq. 1) on the captions (the pretrain stage's `PretrainTask`; `--text-uniformity` adds its caption
-uniformity term), or with cross-entropy on the action label (`--supervised`, a linear head on
-the global embedding), and every 100 steps classifies whole frames of held-out UCF-JHMDB-analog clips zero-shot
-against the prompts `a person <action>` (23 base classes, 9 novel; 8 clips each, frames 8-15 of 24). It prints
-top-1 accuracy per split next to chance, and the mean cosine between the prompt embeddings (near 1: the text
-tower cannot tell the actions apart).
+Trains the `mini` ViCLIP with the pretrain stage's loss (`PretrainTask`: InfoNCE of Eq. 1 plus the caption uniformity
+term) on the world's pretraining corpus, streamed as the mini recipe streams it (`synth.render_pretrain`: every
+sample a fresh clip), and every `--eval-every` steps classifies held-out UCF-JHMDB-analog clips zero-shot against the
+prompts `a person <action>` (23 base classes, 9 novel ones never trained as labels; whole frames, global feature).
+It prints held-out top-1 per split next to chance and, at the end, the frontier: settings, steps, top-1 vs chance.
 
-The corpus knobs move between the world's pretraining corpus (defaults: 1-3 people, 0.5-0.78 of the frame high,
-textured scenes, 45% of captions about an action) and an easy one (one large person, plain background, every
-caption `a person <action>`):
+The corpus knobs move the world between its v6 calibration (the default) and v5's (`--preset v5`: thin limbs,
+smaller people, 45% of captions naming an action), so the effect of each change is measured at equal steps:
 
-    .venv/bin/python benchmarks/pretrain_zero_shot.py --seconds 300                 # the world's corpus
-    .venv/bin/python benchmarks/pretrain_zero_shot.py --single-p 1 --hmin 0.7 --hmax 0.92 --plain-p 1 \\
-        --stand-p 0 --action-p 1 --canon-p 1 --res 64 --seconds 1200                 # the easiest contrastive case
-    .venv/bin/python benchmarks/pretrain_zero_shot.py --supervised --single-p 1 --hmin 0.7 --hmax 0.92 \\
-        --plain-p 1 --stand-p 0 --res 64                                             # labels instead of captions
+    .venv/bin/python benchmarks/pretrain_zero_shot.py --steps 600                  # the world as built (v6)
+    .venv/bin/python benchmarks/pretrain_zero_shot.py --steps 600 --preset v5      # v5's calibration
+    .venv/bin/python benchmarks/pretrain_zero_shot.py --steps 600 --action-p 0.45  # one knob at a time
+    .venv/bin/python benchmarks/pretrain_zero_shot.py --steps 600 --text-uniformity 0   # InfoNCE alone
+
+`--checkpoint` scores saved models instead of training: a ViCLIP file (the shipped mini ViCLIP, a pretrain run's
+`viclip.pt`) or the trainer checkpoints of a pretrain run (`runs/pretrain-*/checkpoints/ckpt-*.pt`), so that a long
+run's frontier is read off its checkpoints:
+
+    .venv/bin/python benchmarks/pretrain_zero_shot.py --checkpoint runs/pretrain-*/checkpoints/ckpt-*.pt
 """
 import argparse, json, math, time
 
@@ -26,101 +28,135 @@ import torch.nn.functional as F
 
 from ovstad import synth
 from ovstad.benchmarks import make_prompts
-from ovstad.data import IMAGENET_MEAN, IMAGENET_STD
+from ovstad.data import ClipTransform
 from ovstad.models import ViCLIP
-from ovstad.stages import PretrainTask
-from ovstad.synth import (JHMDB_NOVEL, NFRAMES, UCF_BASE, _SOLO, _ch, _people, caption_pretrain, plan_ucf,
-                          random_scene, render_clip)
+from ovstad.stages import PretrainTask, collate_captions
+from ovstad.synth import JHMDB_NOVEL, UCF_BASE, plan_ucf, random_scene, render_clip
 
-S, T = 112, NFRAMES['pretrain']
-MEAN, STD = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
+PRESETS = {'v6': dict(limb_w=0.13, heights=(0.65, 0.9), people_p=(0.45, 0.45, 0.1), action_p=0.95),
+           'v5': dict(limb_w=0.085, heights=(0.5, 0.78), people_p=(1 / 3, 1 / 3, 1 / 3), action_p=0.45)}
 
 
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split('\n\n', 2)[2])
-    ap.add_argument('--n', type=int, default=3000, help='pretraining clips rendered (8 frames, 112 px)')
-    ap.add_argument('--seconds', type=float, default=300, help='training time budget')
-    ap.add_argument('--single-p', type=float, default=0.33, help='share of clips with one person (else 2-3)')
-    ap.add_argument('--hmin', type=float, default=0.5, help='smallest body height, as a share of the frame')
-    ap.add_argument('--hmax', type=float, default=0.78, help='largest body height, as a share of the frame')
-    ap.add_argument('--plain-p', type=float, default=0.0, help='share of clips on a plain background without objects')
-    ap.add_argument('--stand-p', type=float, default=0.1, help='share of people who only stand')
-    ap.add_argument('--action-p', type=float, default=0.45, help='share of captions about an action (the world uses 0.45)')
-    ap.add_argument('--canon-p', type=float, default=0.0, help="share of captions replaced by 'a person <action>'")
-    ap.add_argument('--supervised', action='store_true', help='cross-entropy on the first person\'s action instead of InfoNCE')
-    ap.add_argument('--res', type=int, default=112, help='input side the clips are resized to (64 is ~3x faster)')
+    ap.add_argument('--steps', type=int, default=600, help='training steps (compare settings at equal steps)')
+    ap.add_argument('--eval-every', type=int, default=150, help='zero-shot evaluation every this many steps')
+    ap.add_argument('--preset', choices=sorted(PRESETS), default='v6', help="the world's calibration to start from")
+    ap.add_argument('--limb-w', type=float, default=None, help='limb width / body height (v6 0.13, v5 0.085)')
+    ap.add_argument('--hmin', type=float, default=None, help='smallest pretraining body height, share of the frame')
+    ap.add_argument('--hmax', type=float, default=None, help='largest pretraining body height, share of the frame')
+    ap.add_argument('--action-p', type=float, default=None, help='share of captions that name what the people do')
+    ap.add_argument('--one-person', action='store_true', help='only one person per pretraining clip')
+    ap.add_argument('--text-uniformity', type=float, default=1.0, help="caption uniformity weight (mini recipe: 1.0)")
     ap.add_argument('--lr', type=float, default=1e-3); ap.add_argument('--bs', type=int, default=32)
-    ap.add_argument('--temp', type=float, default=0.07, help='initial InfoNCE temperature')
-    ap.add_argument('--text-uniformity', type=float, default=0.0,
-                    help="weight of the caption uniformity term (the mini recipe's text_uniformity is 1.0; 0: InfoNCE alone)")
+    ap.add_argument('--per-class', type=int, default=8, help='held-out clips per class')
     ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--json', default=None, help='also write the result here')
+    ap.add_argument('--checkpoint', nargs='+', default=None, help='score these saved models (ViCLIP files or trainer checkpoints) instead of training')
     return ap.parse_args(argv)
+
+
+def calibrate(a) -> dict:
+    "Set the world generator's knobs from the preset and the flags; returns the settings used."
+    p = dict(PRESETS[a.preset])
+    if a.limb_w is not None: p['limb_w'] = a.limb_w
+    if a.hmin is not None or a.hmax is not None: p['heights'] = (a.hmin or p['heights'][0], a.hmax or p['heights'][1])
+    if a.action_p is not None: p['action_p'] = a.action_p
+    if a.one_person: p['people_p'] = (1.0, 0.0, 0.0)
+    synth._LIMB_W, synth._PRETRAIN_HEIGHT = p['limb_w'], tuple(p['heights'])
+    synth._PRETRAIN_PEOPLE_P, synth._CAPTION_ACTION_P = tuple(p['people_p']), p['action_p']
+    return p
 
 
 def main(argv=None):
     a = parse(argv)
-    torch.set_num_threads(a.threads); torch.manual_seed(0)
-    synth._CAPTION_ACTION_P = a.action_p
+    torch.set_num_threads(a.threads); torch.manual_seed(a.seed)
+    settings = calibrate(a)
+    m = ViCLIP.from_config('mini'); S = m.image_size
+    tf = ClipTransform(S, train=True, crop_size=S, scale_range=(1.0, 1.25), flip_p=0.0)
+    test_tf = ClipTransform(S)
 
-    def norm(fr):  # (T, H, W, 3) uint8 -> (T, 3, res, res) normalized
-        x = (torch.from_numpy(fr).permute(0, 3, 1, 2).float() / 255 - MEAN) / STD
-        return x if a.res == S else F.interpolate(x, size=(a.res, a.res), mode='bilinear', antialias=True, align_corners=False)
-
-    t0 = time.time(); X = np.zeros((a.n, T, S, S, 3), np.uint8); caps, labs = [], []
-    for i in range(a.n):
-        rng = np.random.default_rng([7, 1, i])
-        plain = rng.random() < a.plain_p
-        scene = random_scene(rng, S, n_objects=(0, 0) if plain else (1, 3), occluder_p=0.0)
-        if plain: scene['canvas'][:] = scene['canvas'].reshape(-1, 3).mean(0).astype(np.uint8)
-        n = 1 if rng.random() < a.single_p else int(rng.integers(2, 4))
-        acts = [str(_ch(rng, _SOLO)) if rng.random() > a.stand_p else 'stand' for _ in range(n)]
-        ps = _people(rng, S, n, a.hmin, a.hmax, acts, T, 0.2)
-        X[i] = render_clip(scene, ps, T)[0]
-        cap = caption_pretrain(rng, scene, ps)
-        if acts[0] != 'stand' and rng.random() < a.canon_p: cap = 'a person ' + acts[0]
-        caps.append(cap); labs.append(_SOLO.index(acts[0]) if acts[0] in _SOLO else -100)
-    print(f'rendered {a.n} clips in {time.time() - t0:.0f} s; captions e.g. {caps[:3]}', flush=True)
-
-    def eval_set(names, seed, per=8):
+    def eval_set(names, seed):
         xs, ys = [], []
         for c, name in enumerate(names):
-            for i in range(per):
-                rng = np.random.default_rng([seed, c, i]); scene = random_scene(rng, S, occluder_p=0.15)
-                p = plan_ucf(rng, S, name); xs.append(norm(render_clip(scene, p['persons'], p['T'])[0][8:16])); ys.append(c)
+            for i in range(a.per_class):
+                rng = np.random.default_rng([seed, c, i]); scene = random_scene(rng, 112, occluder_p=0.15)
+                p = plan_ucf(rng, 112, name)
+                xs.append(test_tf(render_clip(scene, p['persons'], p['T'])[0][8:16])[0]); ys.append(c)
         return torch.stack(xs), torch.tensor(ys)
     sets = {'base': (*eval_set(UCF_BASE, 11), UCF_BASE), 'novel': (*eval_set(JHMDB_NOVEL, 12), JHMDB_NOVEL)}
+    chance = {'base': 100 / len(UCF_BASE), 'novel': 100 / len(JHMDB_NOVEL)}
 
-    m = ViCLIP.from_config('mini', temp_init=a.temp); head = torch.nn.Linear(m.config.embed_dim, len(_SOLO))
-    task = PretrainTask(m, temp_trainable=True, text_uniformity=a.text_uniformity)  # the pretrain stage's loss
-    opt = torch.optim.AdamW(list(m.parameters()) + list(head.parameters()), lr=a.lr, weight_decay=0.05)
+    task = PretrainTask(m, temp_trainable=True, text_uniformity=a.text_uniformity)
+    opt = torch.optim.AdamW(m.parameters(), lr=a.lr, weight_decay=0.05)
 
     @torch.no_grad()
     def evaluate():
         m.eval(); out = {}
         for k, (E, y, names) in sets.items():
-            t = head.weight[[_SOLO.index(n) for n in names]] if a.supervised else m.encode_text(make_prompts(names))
-            t = F.normalize(t, dim=-1)
+            t = F.normalize(m.encode_text(make_prompts(names)), dim=-1)
             v = F.normalize(torch.cat([m.encode_video(E[i:i + 64]) for i in range(0, len(E), 64)]), dim=-1)
             out[k] = round(((v @ t.T).argmax(1) == y).float().mean().item() * 100, 1)
-            out[f'{k}_prompt_cos'] = round(((t @ t.T).sum() - len(t)).item() / (len(t) * (len(t) - 1)), 3)
         m.train(); return out
 
-    step, t1 = 0, time.time()
-    while time.time() - t1 < a.seconds:
-        idx = np.random.default_rng([3, step]).choice(a.n, a.bs, replace=False)
-        x = torch.stack([norm(X[j]) for j in idx])
-        frac = min(1.0, (time.time() - t1) / a.seconds)
-        for g in opt.param_groups: g['lr'] = a.lr * min(1, (step + 1) / 30) * 0.5 * (1 + math.cos(math.pi * frac))
-        if a.supervised: loss = F.cross_entropy(head(m.encode_video(x)), torch.tensor([labs[j] for j in idx]))
-        else: loss = task({'video': x, 'captions': [caps[j] for j in idx]})[0]
-        opt.zero_grad(); loss.backward(); opt.step(); step += 1
-        if step % 50 == 0:
-            print(f'step {step} loss {loss.item():.3f} {step * a.bs / (time.time() - t1):.1f} clips/s',
-                  evaluate() if step % 100 == 0 else '', flush=True)
-    res = dict(steps=step, **evaluate(), chance_base=round(100 / len(UCF_BASE), 1), chance_novel=round(100 / len(JHMDB_NOVEL), 1),
-               args=vars(a))
+    if a.checkpoint: return score_checkpoints(a, m, evaluate, chance)
+
+    rows, t_render, t1 = [], 0.0, time.time()
+    print(f"settings {settings}; text uniformity {a.text_uniformity}; {a.steps} steps of {a.bs}", flush=True)
+    for step in range(a.steps):
+        t0 = time.time(); items = []
+        for j in range(a.bs):
+            i = step * a.bs + j  # every sample a fresh clip, as the mini recipe's stream
+            fr, cap = synth.render_pretrain(1000 + a.seed, i)
+            items.append({'video': tf(fr, None, np.random.default_rng([a.seed, i]))[0], 'caption': cap})
+        batch = collate_captions(items); t_render += time.time() - t0
+        for g in opt.param_groups: g['lr'] = a.lr * min(1, (step + 1) / 30) * 0.5 * (1 + math.cos(math.pi * step / a.steps))
+        loss = task(batch)[0]
+        opt.zero_grad(); loss.backward(); opt.step()
+        if (step + 1) % a.eval_every == 0 or step + 1 == a.steps:
+            r = dict(steps=step + 1, loss=round(loss.item(), 3), **evaluate()); rows.append(r)
+            el = time.time() - t1
+            print(f"step {step + 1}: loss {r['loss']}, zero-shot top-1 base {r['base']}% (chance {chance['base']:.1f}), novel "
+                  f"{r['novel']}% (chance {chance['novel']:.1f}); {(step + 1) / el:.2f} steps/s, rendering {100 * t_render / el:.0f}%",
+                  flush=True)
+    print('\nlearnability frontier (held-out zero-shot top-1, whole frames, global feature):')
+    print(f"| settings | steps | base % (x chance) | novel % (x chance) |\n|---|---|---|---|")
+    desc = f"{a.preset}: limbs {settings['limb_w']}, heights {settings['heights']}, people {settings['people_p']}, action captions {settings['action_p']}"
+    for r in rows:
+        print(f"| {desc} | {r['steps']} | {r['base']} ({r['base'] / chance['base']:.1f}x) | {r['novel']} ({r['novel'] / chance['novel']:.1f}x) |")
+    res = dict(settings=settings, text_uniformity=a.text_uniformity, rows=rows, chance=chance)
     print('RESULT', json.dumps(res), flush=True)
+    if a.json: open(a.json, 'w').write(json.dumps(res, indent=1))
+    return res
+
+
+def _weights(path) -> tuple:
+    "(ViCLIP state dict, steps or None) of a ViCLIP file or a pretrain trainer checkpoint (weights only)."
+    from ovstad.core import load_checkpoint
+    sd = load_checkpoint(path, what='checkpoint')
+    if 'model' in sd and isinstance(sd['model'], dict) and any(k.startswith('viclip.') for k in sd['model']):  # trainer: PretrainTask
+        return {k[len('viclip.'):]: v for k, v in sd['model'].items() if k.startswith('viclip.')}, sd.get('step')
+    return sd.get('model', sd), None
+
+
+def score_checkpoints(a, m, evaluate, chance) -> dict:
+    "Held-out zero-shot top-1 of each saved model, against chance."
+    import re
+    rows = []
+    for p in a.checkpoint:
+        sd, step = _weights(p)
+        missing, unexpected = m.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
+        if unexpected or [k for k in missing if 'pos' not in k]:
+            raise SystemExit(f"{p}: not a mini ViCLIP (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        if step is None: mt = re.search(r'ckpt-(\d+)', str(p)); step = int(mt.group(1)) if mt else None
+        r = dict(checkpoint=str(p), steps=step, **evaluate()); rows.append(r)
+        print(f"{p}: step {step}: zero-shot top-1 base {r['base']}% ({r['base'] / chance['base']:.1f}x chance {chance['base']:.1f}), "
+              f"novel {r['novel']}% ({r['novel'] / chance['novel']:.1f}x chance {chance['novel']:.1f})", flush=True)
+    res = dict(rows=rows, chance=chance)
+    print('RESULT', json.dumps(res), flush=True)
+    if a.json: open(a.json, 'w').write(json.dumps(res, indent=1))
     return res
 
 

@@ -15,7 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .core import OvstadError, Settings, atomic_write, cli_group, project_root, resolve_device
+from .core import (
+    ClassList, OvstadError, Settings, atomic_write, cli_group, ensure_writable, load_checkpoint, project_root,
+    resolve_device)
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CONFIG_NAMES', 'parse_prompts', 'video_info', 'clip_frame_ids', 'ClipData',
@@ -29,11 +31,11 @@ __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CONFIG_NAMES', 'parse_prompts', 'vi
 
 # %% ../nbs/08_explore.ipynb #9267e591
 def parse_prompts(text: str | Sequence[str]) -> list[str]:
-    "Prompts from a text (split on newlines and `;`) or a list; blanks dropped, spaces collapsed; empty or duplicate lists raise `OvstadError`."
+    "Prompts from a text (split on newlines and `;`) or a list; blanks and punctuation-only ones dropped, spaces collapsed; empty or duplicate lists raise `OvstadError`."
     items = [text] if isinstance(text, str) else list(text)
     out = [re.sub(r'\s+', ' ', p).strip() for it in items for p in re.split(r'[\n;]', str(it))]
-    out = [p for p in out if p]
-    if not out: raise OvstadError("no prompts given: type at least one prompt, one per line (or separated by ';')")
+    out = [p for p in out if re.search(r'\w', p)]   # no letter or digit (blank, ',', '...'): nothing to match
+    if not out: raise OvstadError("no prompts given: type at least one prompt (words, not only punctuation), one per line (or separated by ';')")
     seen, dups = {}, []
     for i, p in enumerate(out):
         k = p.lower()
@@ -362,7 +364,7 @@ class PersonDetector:
         import torchvision.models.detection as D
         if not Path(f).exists(): raise OvstadError(f"detector weights {f} do not exist")
         m = getattr(D, name)(weights=None, weights_backbone=None, num_classes=91)
-        sd = torch.load(f, map_location='cpu', weights_only=True)
+        sd = load_checkpoint(f, what='detector weights')   # weights only; refused with the opt-in named if it needs more
         try: m.load_state_dict(sd.get('model', sd) if isinstance(sd, dict) else sd)
         except RuntimeError as e: raise OvstadError(f"{f} does not fit torchvision's {name}: {str(e)[:300]}") from None
         return m.eval().to(self.device)
@@ -408,10 +410,11 @@ def load_detector(checkpoint: str | Path = 'smoke', # a ViCLIP-layout file, or a
         if not p.exists(): raise OvstadError(f"checkpoint {p} does not exist; give a ViCLIP-layout .pth file or one of {CONFIG_NAMES} (random weights)")
         viclip = ViCLIP.from_checkpoint(p, map_location='cpu')
     det = OVSTAD(viclip, beta=beta, **kw)
-    if str(checkpoint) not in CONFIG_NAMES:  # align/finetune runs store the detector's learnt temperature beside the weights
-        tau = torch.load(checkpoint, map_location='cpu', weights_only=True, mmap=True).get('ovstad_tau')
-        if tau is not None:
-            with torch.no_grad(): det.tau.fill_(float(tau))
+    # align/finetune runs store the detector's learnt temperature beside the weights; `from_checkpoint` kept it
+    # (one load of the file: no second torch.load that a harmless extra entry, e.g. an argparse.Namespace, would break)
+    tau = getattr(viclip, 'checkpoint_extras', {}).get('ovstad_tau')
+    if tau is not None:
+        with torch.no_grad(): det.tau.fill_(float(tau))
     det = det.to(resolve_device(device)).eval()
     det.ovstad_checkpoint = str(checkpoint)
     return det
@@ -916,10 +919,8 @@ def detect_video(video, prompts, det, boxes: dict | None = None, detector: Perso
     return df, recs
 
 def write_prompt_label_map(prompts, path) -> Path:
-    "An AVA-style pbtxt naming prompt i as action id i+1."
-    with atomic_write(path) as f:
-        for i, p in enumerate(prompts): f.write(f'item {{\n  name: "{p}"\n  id: {i + 1}\n}}\n')
-    return Path(path)
+    "An AVA-style pbtxt naming prompt i as action id i+1 (quotes and backslashes escaped: `ClassList.from_pbtxt` reads the prompts back)."
+    return ClassList.from_names(list(prompts), start=1).to_pbtxt(path)
 
 # %% ../nbs/08_explore.ipynb #1a5a8f7d
 def render_overlay(video, recs, prompts, out, top: int = 1) -> Path:
@@ -942,8 +943,18 @@ def render_overlay(video, recs, prompts, out, top: int = 1) -> Path:
     return write_video(frames(), out, fps)
 
 # %% ../nbs/08_explore.ipynb #70c04b35
+def _check_outputs(a) -> None:
+    "Refuse, before any work, an --out (and its .pbtxt) or --viz that cannot be written."
+    out = ensure_writable(a.out, 'detections file --out')
+    if out.is_dir(): raise OvstadError(f"detections file --out {out} is a folder; give a file path such as {out/'detections.csv'}")
+    ensure_writable(out.with_suffix('.pbtxt'), 'label map')
+    if a.viz:
+        viz = ensure_writable(a.viz, 'overlay video --viz')
+        if viz.is_dir(): raise OvstadError(f"overlay video --viz {viz} is a folder; give a file path such as {viz/'overlay.mp4'}")
+
 def _cmd_detect(a) -> int:
     prompts = parse_prompts(a.prompts)
+    _check_outputs(a)
     info = video_info(a.video)
     ckpt = a.checkpoint or default_checkpoint()
     print(f"checkpoint: {ckpt}", file=sys.stderr)

@@ -16,27 +16,28 @@ import torch
 from torch import nn
 
 from .core import OvstadError, Settings, atomic_save_json, atomic_write, cli_group, project_root, seed_everything, stable_hash
-from .trainer import (Run, TrainConfig, _barrier, config_dict, config_from_dict, dist_info, dist_setup, load_run,
-                            opfield, override, train)
+from .trainer import (Run, TrainConfig, _barrier, check_config, checked, config_dict, config_from_dict, dist_info,
+                            dist_setup, load_run, opfield, override, train)
 
 # %% auto #0
 __all__ = ['STAGE_CONFIGS', 'BENCHMARKS', 'PROFILES', 'ACT_DET_COLUMNS', 'align_stage', 'finetune_stage', 'ClipConfig',
            'PretrainConfig', 'AlignConfig', 'FinetuneConfig', 'DetectConfig', 'EvaluateConfig', 'get_recipe',
            'world_root', 'data_roots', 'data_fingerprint', 'flip_p', 'read_captions', 'CaptionDataset',
-           'collate_captions', 'PretrainTask', 'AlignTask', 'FinetuneTask', 'load_detector', 'pretrain', 'PairsConfig',
-           'region_text_pairs', 'align', 'load_benchmark', 'finetune', 'score_dataset', 'read_detections', 'detect',
-           'detect_config', 'evaluate_detections', 'evaluate', 'base_viclip', 'PlannedRun', 'plan_chain', 'ChainResult',
-           'run_chain', 'add_cli']
+           'GeneratedCaptions', 'collate_captions', 'PretrainTask', 'AlignTask', 'FinetuneTask', 'load_detector',
+           'pretrain', 'PairsConfig', 'region_text_pairs', 'align', 'load_benchmark', 'finetune', 'score_dataset',
+           'read_detections', 'detect', 'detect_config', 'evaluate_detections', 'evaluate', 'released_viclip',
+           'base_viclip', 'PlannedRun', 'plan_chain', 'ChainResult', 'run_chain', 'add_cli']
 
 # %% ../nbs/07b_stages.ipynb #7ad91c35
 @dataclass
 class ClipConfig:
     "How clips are sampled and augmented (shared by all video stages)."
-    num_frames: int = 0              # frames per clip; 0: the model's
-    stride: int = 1                  # frame stride of the clip (paper: 1 for UCF-JHMDB, 8 for OV-AVA)
-    short_side: int = 0              # frames are resized so their short side is this (0: the model's input size)
-    crop: int = 0                    # training: square random crop after random scaling (0: the model's input size)
-    augment: bool = True             # training: random scaling, flipping and colour jitter (paper)
+    num_frames: int = checked(0, ge=0)   # frames per clip; 0: the model's
+    stride: int = checked(1, ge=1)       # frame stride of the clip (paper: 1 for UCF-JHMDB, 8 for OV-AVA)
+    short_side: int = checked(0, ge=0)   # frames are resized so their short side is this (0: the model's input size)
+    crop: int = checked(0, ge=0)         # training: square random crop after random scaling (0: the model's input size)
+    augment: bool = True                 # training: random scaling, flipping and colour jitter (paper)
+    def __post_init__(self): check_config(self)  # every field in its bounds, or an error naming it (also TrainConfig's)
 
 @dataclass
 class PretrainConfig(ClipConfig, TrainConfig):
@@ -44,37 +45,38 @@ class PretrainConfig(ClipConfig, TrainConfig):
     model: str = 'mini'              # named ViCLIP size to build: smoke, mini, b16, l14
     temp_init: float = 0.07          # initial temperature (CLIP's 0.07 for training from scratch; released ViCLIPs end at 0.01)
     temp_trainable: bool = True      # learn ViCLIP's temperature (Eq. 1's tau)
-    text_uniformity: float = 0.0     # weight of a uniformity term on the caption embeddings (0: ViCLIP's recipe; see `uniformity_loss`)
+    text_uniformity: float = checked(0.0, ge=0)  # weight of a uniformity term on the caption embeddings (0: ViCLIP's recipe; see `uniformity_loss`)
+    stream: int = checked(0, ge=0)   # > 0: a generated world's corpus as a stream of this many fresh clips (`GeneratedCaptions`); 0: captions.json
 
 @dataclass
 class AlignConfig(ClipConfig, TrainConfig):
     "Video region-text alignment (Eq. 5-6): video tower trained, text tower frozen."
-    beta: float = 0.3                # fusion ratio of the region feature (Eq. 2); 1.0 = local region features only
-    gamma: float = 2.0               # focal-loss gamma (Eq. 6)
-    sources: tuple[str, ...] = ('hcstvg', 'vidstg')  # region-text sources to use (Table 4)
-    fraction: float = 1.0            # fraction of the region-text pairs to use (Table 4)
-    tau_lr_scale: float = 0.01       # learning-rate multiplier of the detector temperature tau
-    max_boxes: int = 0               # training: at most this many boxes per clip (0: all)
+    beta: float = checked(0.3, ge=0, le=1)   # fusion ratio of the region feature (Eq. 2); 1.0 = local region features only
+    gamma: float = checked(2.0, ge=0)        # focal-loss gamma (Eq. 6)
+    sources: tuple[str, ...] = checked(('hcstvg', 'vidstg'), choices=('hcstvg', 'vidstg'))  # region-text sources (Table 4)
+    fraction: float = checked(1.0, gt=0, le=1)  # fraction of the region-text pairs to use (Table 4)
+    tau_lr_scale: float = checked(0.01, ge=0)   # learning-rate multiplier of the detector temperature tau
+    max_boxes: int = checked(0, ge=0)           # training: at most this many boxes per clip (0: all)
 
 @dataclass
 class FinetuneConfig(ClipConfig, TrainConfig):
     "Base-class finetuning (Eq. 3-4) of the video tower with fusion ratio beta."
-    benchmark: str = 'ucf_jhmdb'     # 'ucf_jhmdb' or 'ov_ava'
-    beta: float = 0.3                # fusion ratio of the region feature (Eq. 2); 1.0 = no fusion (local only)
-    gamma: float = 2.0               # focal-loss gamma (Eq. 4)
-    tau_lr_scale: float = 0.01       # learning-rate multiplier of the detector temperature tau
-    keyframe_step: int = 1           # use every k-th annotated keyframe for training
+    benchmark: str = checked('ucf_jhmdb', choices=('ucf_jhmdb', 'ov_ava'))  # 'ucf_jhmdb' or 'ov_ava'
+    beta: float = checked(0.3, ge=0, le=1)   # fusion ratio of the region feature (Eq. 2); 1.0 = no fusion (local only)
+    gamma: float = checked(2.0, ge=0)        # focal-loss gamma (Eq. 4)
+    tau_lr_scale: float = checked(0.01, ge=0)   # learning-rate multiplier of the detector temperature tau
+    keyframe_step: int = checked(1, ge=1)       # use every k-th annotated keyframe for training
 
 @dataclass
 class DetectConfig(ClipConfig):
     "Scoring the proposals of a benchmark's eval sets against base + novel prompts."
-    benchmark: str = 'ucf_jhmdb'     # 'ucf_jhmdb' or 'ov_ava'
-    beta: float = 0.0                # fusion ratio at inference (0: global feature only, 1: region feature only)
-    keyframe_step: int = 1           # score every k-th frame of each eval video (UCF/JHMDB); 1: all
+    benchmark: str = checked('ucf_jhmdb', choices=('ucf_jhmdb', 'ov_ava'))  # 'ucf_jhmdb' or 'ov_ava'
+    beta: float = checked(0.0, ge=0, le=1)   # fusion ratio at inference (0: global feature only, 1: region feature only)
+    keyframe_step: int = checked(1, ge=1)    # score every k-th frame of each eval video (UCF/JHMDB); 1: all
     proposal_threshold: float = -1.0  # keep proposals scoring at least this; < 0: the benchmark's default (paper: 0.3 UCF, 0.8 AVA)
     template: str = 'a person {}'    # prompt template (paper: "a person [action]")
-    max_videos: int = 0              # score only the first N videos (UCF-JHMDB) or keyframes (OV-AVA) per eval set; 0: all
-    batch_size: int = opfield(8)     # clips per forward
+    max_videos: int = checked(0, ge=0)  # score only the first N videos (UCF-JHMDB) or keyframes (OV-AVA) per eval set; 0: all
+    batch_size: int = opfield(8, ge=1)  # clips per forward
     device: str = opfield('auto')    # 'auto', 'cpu', 'cuda', 'cuda:N'
     num_workers: int = opfield(0)    # DataLoader workers
     progress: bool = opfield(True)   # progress bar
@@ -82,7 +84,8 @@ class DetectConfig(ClipConfig):
 @dataclass
 class EvaluateConfig:
     "Frame mAP@0.5 of a detect run on base, novel and all classes."
-    iou_threshold: float = 0.5       # IoU for a true positive (paper: 0.5)
+    iou_threshold: float = checked(0.5, gt=0, le=1)  # IoU for a true positive (paper: 0.5)
+    def __post_init__(self): check_config(self)
 
 STAGE_CONFIGS = {'pretrain': PretrainConfig, 'align': AlignConfig, 'finetune': FinetuneConfig,
                  'detect': DetectConfig, 'evaluate': EvaluateConfig}
@@ -253,6 +256,31 @@ class CaptionDataset(torch.utils.data.Dataset):
     def __getitem__(self, i): return self.read_at(i, 0)
     def __repr__(self): return f"CaptionDataset({len(self)} pairs from {self.root}, clip {self.num_frames}x{self.stride}, {self.transform!r})"
 
+class GeneratedCaptions(CaptionDataset):
+    """The generated world's pretraining corpus as a stream: item `i` is pretraining clip `i` of the world in `root`
+    (its `world.json` gives seed and frame size), rendered in memory (`synth.render_pretrain`), so `n` can far exceed the
+    clips on disk and no clip repeats. The first clips are those in `captions.json`, less the H.264 round trip; the same
+    transform as `CaptionDataset` follows. Items `{'video': (T, 3, H, W) normalized, 'caption': str}`."""
+    def __init__(self, root, n: int, num_frames: int = 8, short_side: int = 112, crop: int = 112, train: bool = True,
+                 augment: bool = True, seed: int = 0, flip_p: float = 0.0):
+        from ovstad.data import ClipTransform
+        w = _world_json(root)
+        if w is None: raise OvstadError(f"{root}: a generated pretraining stream needs a world built by `ovstad mini build` (world.json); "
+                                        "set stream=0 to read captions.json instead")
+        card = json.loads(w.read_text())
+        self.root, self.n, self.world_seed, self.size = Path(root), int(n), int(card['seed']), int(card['sizes']['size'])
+        self.num_frames, self.train, self.seed, self.crop = num_frames, train, seed, crop
+        self.transform = ClipTransform(short_side, train=train and augment, crop_size=crop if train else None,
+                                       scale_range=(1.0, 1.25), flip_p=flip_p)
+    def __len__(self): return self.n
+    def read_at(self, i: int, pos: int):
+        from ovstad.synth import render_pretrain
+        frames, cap = render_pretrain(self.world_seed, i, self.size)
+        idx = np.linspace(0, len(frames) - 1, self.num_frames).round().astype(int)  # the clip's frames (all 8 of the corpus)
+        clip, _, _ = self.transform(frames[idx], None, np.random.default_rng([self.seed, i, pos]))
+        return {'video': clip, 'caption': cap}
+    def __repr__(self): return f"GeneratedCaptions({self.n} clips of the world in {self.root}, {self.num_frames} frames, {self.transform!r})"
+
 def collate_captions(items: list) -> dict:
     "Batch caption items: video (B, T, 3, H, W), captions [B]."
     return {'video': torch.stack([it['video'] for it in items]), 'captions': [it['caption'] for it in items]}
@@ -350,8 +378,8 @@ def load_detector(ckpt: str | Path, beta: float = 0.3, template: str = 'a person
     from ovstad.models import OVSTAD, ViCLIP
     viclip = ViCLIP.from_checkpoint(ckpt)
     det = OVSTAD(viclip, beta=beta, template=template)
-    if 'ovstad_tau' in (viclip.load_report.ignored if viclip.load_report else []):
-        tau = torch.load(ckpt, map_location='cpu', weights_only=False)['ovstad_tau']
+    tau = (getattr(viclip, 'checkpoint_extras', None) or {}).get('ovstad_tau')  # read by the one weights-only load
+    if tau is not None:
         with torch.no_grad(): det.tau.fill_(float(tau))
     return det
 
@@ -379,7 +407,8 @@ def pretrain(cfg: PretrainConfig | None = None,   # default: the profile's recip
         seed_everything(cfg.seed)
         model = ViCLIP.from_config(cfg.model, temp_init=cfg.temp_init)
         T, S, short = _clip_sizes(cfg, model)
-        ds = CaptionDataset(root, T, cfg.stride, short, S, True, cfg.augment, cfg.seed, flip_p=flip_p(root))
+        if cfg.stream: ds = GeneratedCaptions(root, cfg.stream, T, short, S, True, cfg.augment, cfg.seed, flip_p=flip_p(root))
+        else: ds = CaptionDataset(root, T, cfg.stride, short, S, True, cfg.augment, cfg.seed, flip_p=flip_p(root))
         res = train(PretrainTask(model, cfg.temp_trainable, cfg.text_uniformity), ds, cfg, run.path, collate_captions, resume, desc=run.id)
         if dist_info()[0] == 0: model.save_checkpoint(run.path/'viclip.pt', extra={'ovstad_run': run.id, 'ovstad_stage': 'pretrain'})
         return {**res.metrics, 'temp': model.temp.item()}, 'viclip.pt'
@@ -607,8 +636,37 @@ def evaluate(detect_run,                         # a complete detect Run or its 
     return _execute(run, body)
 
 # %% ../nbs/07b_stages.ipynb #2d90c940
+def released_viclip(profile: str = 'mini') -> Path | None:
+    """The released ViCLIP file a profile's chains start from, as the paper starts from InternVid's ViCLIP: settings.ini
+    `[full] viclip_checkpoint`, or for mini `[mini] viclip_checkpoint` (the shipped mini ViCLIP); None for smoke, or for mini
+    when that key is empty (`OVSTAD_MINI_VICLIP_CHECKPOINT=`, `ovstad reproduce --pretrain-from-scratch`): the chain
+    then pretrains from scratch first."""
+    if profile not in ('mini', 'full'): return None
+    s = Settings()
+    if not str(s.get(profile, 'viclip_checkpoint', '') or '').strip(): return None
+    return s.path_of(profile, 'viclip_checkpoint')
+
+def _check_release(p: Path) -> Path:
+    "The shipped mini ViCLIP `p`, refused when missing or made for another version of the world generator."
+    from ovstad.synth import GENERATOR_VERSION
+    scratch = "or pretrain it from scratch: `ovstad reproduce --pretrain-from-scratch` (or OVSTAD_MINI_VICLIP_CHECKPOINT= in the environment)"
+    if not p.is_file():
+        raise OvstadError(f"the mini profile starts from the shipped mini ViCLIP {p}, which is missing; restore it (`git checkout -- {p.name}` "
+                          f"in {p.parent}), {scratch}")
+    card = p.with_suffix('.json')
+    if card.is_file():
+        try: v = json.loads(card.read_text()).get('world_generator_version')
+        except json.JSONDecodeError as e: raise OvstadError(f"{card} is not readable JSON ({e}); restore it from the repository") from None
+        if v is not None and int(v) != GENERATOR_VERSION:
+            raise OvstadError(f"{p} was pretrained on mini world v{v} but this is v{GENERATOR_VERSION}; re-derive it "
+                              f"(`ovstad train pretrain --profile mini`, then `ovstad train release RUN --out {p}`), {scratch}")
+    return p
+
 def base_viclip(profile: str = 'mini', runs_dir='runs', data_root=None, seed: int = 0, device: str = 'auto', run: bool = True):
-    "The chain's starting ViCLIP: the (cached) pretrain run of a mini world, or settings.ini [full] viclip_checkpoint."
+    """The chain's starting ViCLIP: the released file of `released_viclip` (full; mini by default), else the (cached)
+    pretrain run of the world (smoke; mini from scratch)."""
+    rel = released_viclip(profile) if profile == 'mini' else None
+    if rel is not None: return _check_release(rel)
     if profile == 'full':
         p = Settings().path_of('full', 'viclip_checkpoint')
         if p is None or not p.is_file():
@@ -653,7 +711,8 @@ def plan_chain(benchmark: str = 'ucf_jhmdb',       # ucf_jhmdb or ov_ava
     "The runs a chain needs, in order (pretrain for smoke/mini, [align], [finetune], detect, evaluate), without running any."
     if benchmark not in BENCHMARKS: raise OvstadError(f"unknown benchmark {benchmark!r}; use one of {BENCHMARKS}")
     plan = []
-    if profile == 'full': prev_in = base_viclip('full'); prev = _artefact(prev_in)[1]  # prev: the hash input
+    if profile == 'full' or released_viclip(profile) is not None:   # start from a released file (prev: the hash input)
+        prev_in = base_viclip(profile); prev = _artefact(prev_in)[1]
     else:
         cfg = get_recipe('pretrain', profile=profile, seed=seed, device=device)
         r, root = _pretrain_run(cfg, runs_dir, profile, data_root)
@@ -697,7 +756,7 @@ def run_chain(benchmark: str = 'ucf_jhmdb', profile: str = 'mini', align: dict |
     if profile != 'full' and data_root is None: data_root = world_root(profile)
     plan = plan_chain(benchmark, profile, align, finetune, eval_beta, runs_dir, device, seed, data_root)
     cached = all(p.complete for p in plan)
-    runs, prev = [], None if profile != 'full' else base_viclip('full')
+    runs, prev = [], None if plan[0].stage == 'pretrain' else base_viclip(profile)
     kw = dict(runs_dir=runs_dir, profile=profile, data_root=data_root)
     for p in plan:
         if p.stage == 'pretrain': r = pretrain(p.config, resume=resume, **kw)
@@ -790,8 +849,14 @@ def _cmd_evaluate(a) -> int:
 
 def _cmd_chain(a) -> int:
     c = _ctx(a)
-    js = lambda s: None if s is None else json.loads(s)
-    kw = dict(benchmark=a.benchmark, profile=c['profile'], align=js(a.align), finetune=js(a.finetune), eval_beta=a.eval_beta,
+    def js(s, flag):
+        if s is None: return None
+        try: v = json.loads(s)
+        except json.JSONDecodeError as e:
+            raise OvstadError(f"{flag} {s!r} is not valid JSON ({e}); give an object, e.g. {flag} '{{\"beta\": 0.3}}'") from None
+        if not isinstance(v, dict): raise OvstadError(f"{flag} {s!r} must be a JSON object of config fields, e.g. {flag} '{{\"beta\": 0.3}}'")
+        return v
+    kw = dict(benchmark=a.benchmark, profile=c['profile'], align=js(a.align, '--align'), finetune=js(a.finetune, '--finetune'), eval_beta=a.eval_beta,
               runs_dir=c['runs_dir'], device=c['device'], seed=a.seed, data_root=c['data_root'])
     if a.plan:
         for p in plan_chain(**kw):

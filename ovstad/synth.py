@@ -18,16 +18,16 @@ import cv2
 import numpy as np
 
 from .core import (OvstadError, Settings, atomic_write, atomic_save_json, stable_hash, cli_group,
-                         ClassList, file_lock)
+                         ClassList, ensure_writable, file_lock, pbtxt_quote)
 
 # %% auto #0
 __all__ = ['ACTIONS', 'UCF_BASE', 'JHMDB_NOVEL', 'AVA_CLASSES', 'GROUNDING_ONLY', 'COLOURS', 'SCENES', 'CORPORA', 'FPS',
            'NFRAMES', 'AVA_KEYFRAMES', 'AVA_TIME_SCALE', 'PROFILES', 'GENERATOR_VERSION', 'Action', 'camel', 'snake',
            'new_instance', 'pose_at', 'random_body', 'skeleton', 'draw_person', 'person_box', 'random_scene', 'Person',
            'render_clip', 'describe', 'refer', 'plan_ucf', 'plan_ava', 'plan_sequence', 'caption_pretrain',
-           'rgb_to_yuv420p', 'write_mp4', 'read_mp4', 'plan_item', 'make_item', 'world_params', 'world_jobs',
-           'write_act', 'write_ava', 'write_hcstvg', 'write_vidstg', 'build_world', 'world_is_current', 'ensure_world',
-           'write_contact_sheet', 'write_readme', 'add_cli']
+           'plan_pretrain', 'rgb_to_yuv420p', 'write_mp4', 'read_mp4', 'plan_item', 'render_pretrain', 'make_item',
+           'world_params', 'world_jobs', 'write_act', 'write_ava', 'write_hcstvg', 'write_vidstg', 'build_world',
+           'world_is_current', 'ensure_world', 'write_contact_sheet', 'write_readme', 'add_cli']
 
 # %% ../nbs/06_synth.ipynb #7414abce
 @dataclass(frozen=True)
@@ -197,6 +197,8 @@ def _rot(vx, vy, a):
     ca, sa = np.cos(a), np.sin(a)
     return vx * ca - vy * sa, vx * sa + vy * ca
 
+_LIMB_W = 0.13  # limb width / body height (v6: 1.5x v5's 0.085; thick limbs make actions readable to a 16-px patch grid)
+
 def skeleton(p: dict,           # pose (see `pose_at`)
              body: dict,        # from `random_body`
              x: float,          # image x of the hip centre
@@ -228,7 +230,7 @@ def skeleton(p: dict,           # pose (see `pose_at`)
     r = 0.075 * H
     hx, hy2 = _rot(0.0, -(0.03 * H + r) * (1 - 0.35 * p['bow']), lean)
     J['head'] = (J['neck'][0] + hx + p['head_dx'] * 0.25 * r, J['neck'][1] + hy2 + p['head_dy'] * 0.5 * r)
-    J['r'], J['lw'], J['s'] = r, max(2.0, 0.085 * H), s
+    J['r'], J['lw'], J['s'] = r, max(2.0, _LIMB_W * H), s
     return J
 
 _SH = 4  # fractional bits for cv2 sub-pixel drawing
@@ -475,9 +477,9 @@ def _people(rng, size, n, hmin, hmax, actions, T, child_p=0.0):
 def plan_ucf(rng, size, action):
     "UCF/JHMDB analog: one actor doing `action` (a tube over the whole clip), sometimes a standing bystander."
     T = NFRAMES['ucf']; n = 2 if rng.random() < 0.3 else 1
-    ps = _people(rng, size, 1, 0.62, 0.8, [action], T)
+    ps = _people(rng, size, 1, 0.7, 0.9, [action], T)
     if n == 2:
-        b = random_body(rng, rng.uniform(0.4, 0.5) * size, (ps[0].body['shirt'],))
+        b = random_body(rng, rng.uniform(0.5, 0.6) * size, (ps[0].body['shirt'],))
         x = 0.05 if ps[0].xpref > 0.5 else 0.95
         ps.append(Person(b, float(rng.uniform(0.7, 0.78) * size), x, [(new_instance('stand', rng), 0, T)], 1))
         ps[0].xpref = 0.7 if x < 0.5 else 0.3
@@ -488,8 +490,8 @@ _AVA_GESTURE = [n for n, t, _ in AVA_CLASSES if t == 'gesture']
 _AVA_INTER = [n for n, t, _ in AVA_CLASSES if t == 'person interaction']
 
 def plan_ava(rng, size, target=None):
-    "OV-AVA analog: 2-4 people, each a pose plus maybe a gesture, or a pair doing an interaction; `target` forces one class in."
-    T = NFRAMES['ava']; n = int(rng.choice([2, 2, 3, 3, 4], ))
+    "OV-AVA analog: 2-3 people, each a pose plus maybe a gesture, or a pair doing an interaction; `target` forces one class in."
+    T = NFRAMES['ava']; n = int(rng.choice([2, 2, 2, 3, 3]))
     inter = (target in _AVA_INTER) or (target is None and rng.random() < 0.35)
     labels, acts = {}, []
     for k in range(n):
@@ -503,13 +505,13 @@ def plan_ava(rng, size, target=None):
     grounds = np.sort(rng.uniform(0.75, 0.97, n))[::-1] * size
     xprefs = (np.arange(n) + rng.uniform(0.25, 0.75, n)) / n; rng.shuffle(xprefs)
     if inter:  # the pair stands side by side, facing each other
-        h0 = rng.uniform(0.45, 0.55) * size; gap = (0.3 if 'hug' in labels[0][1] else 0.42) * h0
+        h0 = rng.uniform(0.55, 0.68) * size; gap = (0.3 if 'hug' in labels[0][1] else 0.42) * h0
         m = 0.2 * h0 + 2; xa = rng.uniform(m, size - m - gap); d = 1
         grounds[1] = grounds[0] = max(grounds[0], grounds[1]); xprefs[0] = (xa - m) / (size - 2 * m); xprefs[1] = (xa + gap - m) / (size - 2 * m)
         for k in range(2, n): xprefs[k] = float(rng.choice([0.02, 0.98]))
     used = []
     for k in range(n):
-        h = (h0 if inter and k < 2 else rng.uniform(0.42, 0.55) * size) * grounds[k] / (0.97 * size)
+        h = (h0 if inter and k < 2 else rng.uniform(0.55, 0.7) * size) * grounds[k] / (0.97 * size)
         b = random_body(rng, h, tuple(used)); used.append(b['shirt'])
         segs = []
         for name in labels[k]:
@@ -527,7 +529,7 @@ def plan_sequence(rng, size, T, n_people, n_steps):
         t0 = max(int(bounds[i]), idle if i == 0 else 0); t1 = int(bounds[i + 1]); steps.append(a)
         segs.append((new_instance(a, rng), t0, t1))
     acts = [segs] + [str(_ch(rng, _SOLO + ['stand'])) for _ in range(n_people - 1)]
-    ps = _people(rng, size, n_people, 0.5, 0.72, acts, T, child_p=0.2)
+    ps = _people(rng, size, n_people, 0.6, 0.82, acts, T, child_p=0.2)
     return dict(T=T, persons=ps, steps=steps, segs=[(t0, t1) for _, t0, t1 in segs])
 
 def _sentence(rng, persons, steps, xs):
@@ -539,36 +541,59 @@ def _sentence(rng, persons, steps, xs):
     s = f"{ref} {body}."
     return s[0].upper() + s[1:]
 
-_CAPTION_ACTION_P = 0.45  # share of pretraining captions that say what one person does (calibrated: see below)
+_CAPTION_ACTION_P = 0.95  # share of pretraining captions that say what the people do (v6; v5's 0.45 left the mini ViCLIP at chance)
 _NOVEL_NAMES = set(JHMDB_NOVEL) | {n for n, _, s in AVA_CLASSES if s == 'novel'}
+_JOIN = [' while ', ' and ', '; ', ', as ']
+
+def _subject(rng, p, n):
+    "How a caption names person `p` of an `n`-person clip: by shirt colour when there are others to tell apart."
+    b = p.body; w = _noun(b)
+    if n == 1: return str(_ch(rng, ['a person', 'someone', f'a {w}', f'a {w} in a {b["shirt"]} shirt', f'a person in {b["shirt"]}']))
+    return str(_ch(rng, [f'a {w} in a {b["shirt"]} shirt', f'the {w} in the {b["shirt"]} shirt', f'a person in {b["shirt"]}',
+                         f'the one in the {b["shirt"]} top']))
+
+def _clause(rng, p, n) -> str:
+    "'<subject> <what they do>': paraphrased (most), a loose gerund, or a base label's own words (never a novel name verbatim)."
+    name = p.segments[0][0]['action']; a = ACTIONS[name]; subj = _subject(rng, p, n); k = int(rng.integers(8))
+    if k < 2 and name not in _NOVEL_NAMES: return f"{subj} {name}"           # 'a person wave left arm', as the prompts say
+    if k == 2 and a.verb in _LOOSE: return f"{subj} {_ch(rng, _LOOSE[a.verb])}"  # 'someone waving': the side is lost
+    return f"{subj} {describe(name, rng, _pron(p.body))}"                     # 'a man in a red shirt raises his left hand'
 
 def caption_pretrain(rng, scene, persons) -> str:
-    "A loose video caption: mostly scene, colours and objects; in about 45% of them, what one person does, in varied words."
+    """An InternVid-style caption: what the people do (one clause per person, up to two, each named by its shirt when
+    there are two or more), with scene and object words in the same caption; in about 5% of clips only the scene."""
     place = {'park': ['a park', 'a green park', 'a sunny park'], 'street': ['a street', 'a city street'],
              'room': ['a room', 'an indoor room', 'a living room'], 'beach': ['a beach', 'the seaside']}[scene['kind']]
     objs = [f"{'an' if o['colour'][0] in 'aeiou' else 'a'} {o['colour']} {o['kind']}" for o in scene['objects']]
     n = len(persons); who = {1: 'a person', 2: 'two people', 3: 'three people'}.get(n, 'people')
-    if n == 1: who = str(_ch(rng, [f"a {_noun(persons[0].body)}", 'a person', 'someone']))
+    where = str(_ch(rng, place)); near = f" near {_ch(rng, objs)}" if objs and rng.random() < 0.5 else ''
+    if rng.random() < _CAPTION_ACTION_P:
+        named = list(rng.permutation(n)[:2])
+        body = str(_ch(rng, _JOIN)).join(_clause(rng, persons[k], n) for k in sorted(named))
+        if n > 2: body += ', with another person nearby'
+        r = rng.random()
+        if r < 0.3 and n == 1: return f"{body} in {where}{near}"
+        if r < 0.45 and n < 3: return f"{where}: {body}"  # three-person captions would pass ViCLIP's 32 tokens
+        if r < 0.6 and n == 1: return f"{body}{near}"
+        return body
     shirts = sorted({p.body['shirt'] for p in persons})
     cloth = f"in {'a ' if n == 1 else ''}{' and '.join(shirts[:2])} shirt{'s' if n > 1 else ''}"
-    where = str(_ch(rng, place)); near = f" near {_ch(rng, objs)}" if objs and rng.random() < 0.7 else ''
-    acts = [(p, ACTIONS[i['action']]) for p in persons for i, _, _ in p.segments if i['action'] != 'stand']
-    if acts and rng.random() < _CAPTION_ACTION_P:
-        p, a = acts[int(rng.integers(len(acts)))]
-        one = 'a' if n == 1 else 'one'
-        subj = f"{one} {_noun(p.body)} in a {p.body['shirt']} shirt" if rng.random() < 0.5 else (who if n == 1 else f"one of {who}")
-        # mostly without the scene: a caption the scene alone identifies teaches the text tower nothing about the action
-        at = f" in {where}" if rng.random() < 0.3 else ''
-        k = int(rng.integers(4))
-        if k == 2 and a.name not in _NOVEL_NAMES:  # a detection label's own words; novel names never appear verbatim
-            return f"{_ch(rng, ['a person', 'someone', 'a person'])} {a.name}{at}"
-        if k in (0, 2): return f"{subj} {describe(a.name, rng, _pron(p.body))}{at}"  # 'a man in a red shirt raises his left hand'
-        if k == 1: return f"{where}; {subj} {describe(a.name, rng, _pron(p.body))}" if at else f"{describe(a.name, rng, _pron(p.body))}: {subj}"
-        return f"{who} {_ch(rng, _LOOSE[a.verb])}{at}"                                  # loosely worded
-    t = int(rng.integers(3))
+    t = int(rng.integers(2))
     if t == 0: return f"{who} {cloth} in {where}{near}"
-    if t == 1: return f"{where} with {', '.join(objs) if objs else 'nobody else around'}, {who} {cloth}"
-    return f"view of {where}{near}; {who} standing around"
+    return f"{where} with {', '.join(objs) if objs else 'nobody else around'}, {who} {cloth}"
+
+_PRETRAIN_PEOPLE_P = (0.45, 0.45, 0.1)  # share of pretraining clips with 1, 2, 3 people (v6; two acting people teach who does what)
+_PRETRAIN_HEIGHT = (0.65, 0.9)          # body heights, share of the frame (v6; v5: 0.5-0.78, learnt about 2x slower)
+
+def plan_pretrain(rng, size):
+    "Pretraining clips: 1 person (45%), 2 (45%) or 3, large, each doing a different action (10% of people only stand)."
+    T = NFRAMES['pretrain']; n = int(rng.choice([1, 2, 3], p=list(_PRETRAIN_PEOPLE_P)))
+    pool = list(_SOLO); acts = []
+    for _ in range(n):
+        a = 'stand' if rng.random() < 0.1 and 'stand' not in acts else str(_ch(rng, pool))
+        acts.append(a)
+        if a in pool: pool.remove(a)
+    return dict(T=T, persons=_people(rng, size, n, *_PRETRAIN_HEIGHT, acts, T, 0.2))
 
 # %% ../nbs/06_synth.ipynb #39f2fc78
 def rgb_to_yuv420p(f: np.ndarray) -> np.ndarray:
@@ -611,7 +636,7 @@ def _plan_vidstg(rng, size):
     for k in range(n):
         t0 = int(rng.integers(0, T // 3)); t1 = int(rng.integers(2 * T // 3, T + 1)); a = str(_ch(rng, _SOLO))
         acts.append([(new_instance('stand', rng), 0, T), (new_instance(a, rng), t0, t1)]); spans.append((a, t0, t1))
-    ps = _people(rng, size, n, 0.5, 0.72, acts, T, child_p=0.3)
+    ps = _people(rng, size, n, 0.6, 0.82, acts, T, child_p=0.3)
     return dict(T=T, persons=ps, spans=spans)
 
 def plan_item(job: dict) -> tuple:
@@ -623,10 +648,14 @@ def plan_item(job: dict) -> tuple:
     elif c == 'ava': plan = plan_ava(rng, S, job.get('target')); scene['time_scale'] = AVA_TIME_SCALE
     elif c == 'hcstvg': plan = plan_sequence(rng, S, NFRAMES['hcstvg'], int(rng.integers(1, 4)), int(rng.integers(2, 4)))
     elif c == 'vidstg': plan = _plan_vidstg(rng, S)
-    else:
-        n = int(rng.integers(1, 4)); T = NFRAMES['pretrain']
-        plan = dict(T=T, persons=_people(rng, S, n, 0.5, 0.78, [str(_ch(rng, _SOLO + ['stand'])) for _ in range(n)], T, 0.2))
+    else: plan = plan_pretrain(rng, S)
     return rng, scene, plan
+
+def render_pretrain(seed: int, idx: int, size: int = 112) -> tuple:
+    "Pretraining clip `idx` of the world of `seed` without an mp4 round trip: (frames (T, S, S, 3) uint8 RGB, caption)."
+    rng, scene, plan = plan_item(dict(corpus='pretrain', idx=int(idx), seed=int(seed), size=int(size)))
+    frames, _ = render_clip(scene, plan['persons'], plan['T'])
+    return frames, caption_pretrain(rng, scene, plan['persons'])
 
 def make_item(job: dict) -> dict:
     "Plan, render and encode the clip `job` describes (corpus, idx, split, seed, size, out, ...); returns its record."
@@ -673,11 +702,11 @@ def make_item(job: dict) -> dict:
 PROFILES = {
     'smoke': dict(size=112, pretrain=64, ucf_train=2, ucf_test=1, jhmdb=2, ava_train=10, ava_val=6,
                   hcstvg_train=16, hcstvg_val=6, vidstg_train=16, vidstg_val=6),
-    'mini': dict(size=112, pretrain=4000, ucf_train=24, ucf_test=5, jhmdb=12, ava_train=220, ava_val=90,
+    'mini': dict(size=112, pretrain=1000, ucf_train=24, ucf_test=5, jhmdb=12, ava_train=220, ava_val=90,
                  hcstvg_train=400, hcstvg_val=60, vidstg_train=400, vidstg_val=60),
 }
-GENERATOR_VERSION = 5  # bump whenever the same seed would give different files
-_MANAGED = ['world.json', 'README.md', 'contact_sheet.png', 'pretrain', 'ucf101-24', 'jhmdb', 'ava', 'hcstvg', 'vidstg']
+GENERATOR_VERSION = 6  # bump whenever the same seed would give different files
+_MANAGED = ['world.json', 'build.json', 'README.md', 'contact_sheet.png', 'pretrain', 'ucf101-24', 'jhmdb', 'ava', 'hcstvg', 'vidstg']
 
 def world_params(profile: str, seed: int = 0, **overrides) -> dict:
     "The parameters that determine a world: profile sizes (with overrides), seed and generator version."
@@ -774,7 +803,7 @@ def write_ava(root: Path, recs: list, seed: int) -> dict:
     with atomic_write(root/'ava_excluded_timestamps.csv') as f:
         for v, ts in sorted(excluded): f.write(f'{v},{ts:04d}\n')
     with atomic_write(root/'ava_action_list.pbtxt') as f:
-        for n, _, _ in AVA_CLASSES: f.write(f'item {{\n  name: "{n}"\n  id: {ids[n]}\n}}\n')
+        for n, _, _ in AVA_CLASSES: f.write(f'item {{\n  name: {pbtxt_quote(n)}\n  id: {ids[n]}\n}}\n')
     with atomic_write(root/'ov_ava_split.csv') as f:
         f.write('id,name,type,split\n')
         for n, t, s in AVA_CLASSES: f.write(f'{ids[n]},{n},{t},{s}\n')
@@ -882,8 +911,8 @@ def build_world(out: str | Path,              # world folder (e.g. data/mini); o
                               vidstg=[e['description'] for r in by['vidstg'][:5] for e in r['entries']][:5]))
     write_contact_sheet(out, by)
     write_readme(out, card)
-    card['build_seconds'] = round(time.time() - t0, 1)
-    atomic_save_json(card, out/'world.json')
+    atomic_save_json(dict(build_seconds=round(time.time() - t0, 1), workers=workers), out/'build.json')  # not in world.json:
+    atomic_save_json(card, out/'world.json')  # two builds of one world give byte-identical world.json (it is the data fingerprint)
     return out
 
 def world_is_current(out: str | Path, params: dict) -> bool:
@@ -971,10 +1000,16 @@ def _cmd_build(a) -> int:
     if a.seed < 0: raise OvstadError(f"--seed must be >= 0, got {a.seed}")
     out = Path(a.out)
     if out.exists() and not out.is_dir(): raise OvstadError(f"--out {out} exists and is not a folder; pick a folder path")
+    ensure_writable(out, '--out')
     params = world_params(a.profile, a.seed)
     if not a.force and world_is_current(out, params):
         print(f"{out}: world ({a.profile}, seed {a.seed}) is already built; --force rebuilds it"); return 0
-    t = time.time(); build_world(out, a.profile, a.seed, workers=a.workers, progress=not a.quiet)
+    t = time.time(); out.mkdir(parents=True, exist_ok=True)
+    # the lock `ensure_world` takes: two builds of one folder run one after the other instead of colliding
+    with file_lock(out/'.build.lock', f"{out}: another process is building this world; waiting for it"):
+        if not a.force and world_is_current(out, params):
+            print(f"{out}: world ({a.profile}, seed {a.seed}) was built meanwhile by another process"); return 0
+        build_world(out, a.profile, a.seed, workers=a.workers, progress=not a.quiet)
     card = json.loads((out/'world.json').read_text())
     print(f"built {a.profile} world in {out} ({card['counts']['frames']} frames, {time.time() - t:.1f} s); see {out/'README.md'}")
     return 0

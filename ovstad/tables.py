@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from .core import OvstadError, Settings, atomic_write, atomic_save_json, stable_hash, project_root, resolve_device
+from .core import OvstadError, Settings, atomic_write, atomic_save_json, stable_hash, project_root, relative_to, resolve_device
 
 # %% auto #0
 __all__ = ['UCF_JHMDB', 'OV_AVA', 'LOCAL', 'GL', 'PAPER_BETAS', 'PAPER_FRACTIONS', 'TABLE_BUILDERS', 'FULL_KEYS', 'FULL_COUNTS',
@@ -21,10 +21,11 @@ __all__ = ['UCF_JHMDB', 'OV_AVA', 'LOCAL', 'GL', 'PAPER_BETAS', 'PAPER_FRACTIONS
            'table2', 'table3', 'table4', 'table5', 'table6', 'get_table', 'all_chains', 'RowResult', 'load_chain_fn',
            'measure_chain', 'chance_level', 'profile_data_root', 'grounding_roots', 'region_text_stats_table',
            'build_region_text_stats', 'TableResult', 'resolve_dir', 'run_table', 'data_provenance', 'class_lists',
-           'FakeChainResult', 'report_frame', 'to_markdown', 'table_markdown', 'table_html', 'write_table_report',
-           'plot_table', 'check_full_layout', 'require_full_layout', 'planned_runs', 'dispatch_runs', 'plan_table',
-           'experiments_dir', 'find_kernel', 'notebook_parameters', 'execute_table_notebook', 'environment_info',
-           'write_readme', 'parse_tables', 'reproduce', 'add_cli']
+           'FakeChainResult', 'report_frame', 'to_markdown', 'directions', 'provenance_line', 'table_markdown',
+           'html_table', 'table_section', 'table_html', 'write_table_report', 'plot_table', 'chance_lines',
+           'check_full_layout', 'require_full_layout', 'planned_runs', 'dispatch_runs', 'plan_table', 'experiments_dir',
+           'find_kernel', 'notebook_parameters', 'execute_table_notebook', 'environment_info', 'write_readme',
+           'rewrite_reports', 'relative_summary', 'parse_tables', 'reproduce', 'add_cli']
 
 # %% ../nbs/09_tables.ipynb #2d000dfc
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class TableSpec:
     notebook: str        # papermill notebook under nbs/experiments/
     kind: str = 'chains' # 'chains' (mAP from run_chain, in %) or 'region_text' (Table 1 statistics)
     note: str = ''       # what a reader should know when comparing
+    findings: tuple = () # the comparisons that state the table's direction (see `directions`): ('best',), ('trend', keys, words), ('vs', key_a, key_b, name_a, name_b)
     def row(self, key: str) -> Row:
         for r in self.rows:
             if r.key == key: return r
@@ -130,14 +132,16 @@ def table1(sources=('vidstg', 'hcstvg')) -> TableSpec:
     rows = tuple(Row(k, paper[k][0], dict(zip(cols, paper[k][1:])), chain={'sources': list(sources)}, where='Table 1', decimals=1)
                  for k in (*sources, 'all'))
     return TableSpec(1, 'Region-text alignment data statistics', cols, rows, 'Table 1', 'table1_region_text_data.ipynb',
-                     kind='region_text', note='Counts of the generated region-text pairs; the paper counts HC-STVG2.0 and VidSTG.')
+                     kind='region_text', note='Counts of the generated region-text pairs; the paper counts HC-STVG2.0 and VidSTG.',
+                     findings=(('vs', 'vidstg', 'hcstvg', 'VidSTG', 'HC-STVG2.0'),))
 
 def table2(betas=PAPER_BETAS) -> TableSpec:
     "Table 2: fusion ratio beta in finetuning only (no alignment), base and novel."
     rows = tuple(Row(f'beta={_bfmt(b)}', f'beta = {_bfmt(b)}', _bn(_T2.get(float(b))), chain=ft(b),
                      where='Table 2' if float(b) in _T2 else 'not in the paper') for b in betas)
     return TableSpec(2, 'Fusion ratio beta (finetuning only)', _BN, rows, 'Table 2', 'table2_fusion_ratio.ipynb',
-                     note='beta = 1: local region features only; beta = 0: global feature only.')
+                     note='beta = 1: local region features only; beta = 0: global feature only.',
+                     findings=(('best',), ('trend', tuple(r.key for r in rows), f'as beta goes {_bfmt(betas[0])} -> {_bfmt(betas[-1])}')))
 
 def _t3_rows(gl=GL):
     g = _bfmt(gl)
@@ -159,7 +163,10 @@ def table3(gl_beta: float = GL, region_zero_shot: bool = True) -> TableSpec:
         rows += (Row('zero-shot-region', 'zero-shot ViCLIP (region features)', _bn(_ZS_REGION), zero_shot(region=True),
                      where='Section 4.2 text (Ablations on Video Region-Text Alignment)'),)
     return TableSpec(3, 'Training process', _BN, rows, 'Table 3', 'table3_training_process.ipynb',
-                     note='local: beta 1; GL: global-local fusion. The last row is quoted in the text, not in the table.')
+                     note='local: beta 1; GL: global-local fusion. The last row is quoted in the text, not in the table.',
+                     findings=(('best',), ('vs', 'align-gl+ft-gl', 'zero-shot', 'ours', 'zero-shot'),
+                               ('vs', 'align-gl+ft-gl', 'ft-gl', 'aligning first', 'FT GL alone'),
+                               ('vs', 'zero-shot', 'zero-shot-region', 'zero-shot global', 'zero-shot region features')))
 
 PAPER_FRACTIONS = (0.25, 0.5, 0.75)
 _T4 = {'none': (71.93, 57.19), 'hcstvg': (71.81, 60.08), 'vidstg': (71.48, 59.30),
@@ -177,7 +184,9 @@ def table4(fractions=PAPER_FRACTIONS, gl_beta: float = GL) -> TableSpec:
                         where='Table 4' if f in _T4 else 'not in the paper'))
     rows.append(Row('all', 'ALL', _bn(_T4['all']), ft(gl_beta, gl_beta), where='Table 4'))
     return TableSpec(4, 'Alignment training data', _BN, tuple(rows), 'Table 4', 'table4_alignment_data.ipynb',
-                     note='Every row finetunes with GL fusion after aligning on the named data.')
+                     note='Every row finetunes with GL fusion after aligning on the named data.',
+                     findings=(('best',), ('vs', 'all', 'none', 'ALL', 'no alignment'),
+                               ('trend', tuple(r.key for r in rows[3:]), 'as the alignment data grows')))
 
 def _q(key, label, vals, cols, where, **info):
     return Row(key, label, dict(zip(cols, vals)), quoted=True, where=where, info=info, decimals=1)
@@ -200,7 +209,9 @@ def table5(gl_beta: float = GL, region_zero_shot: bool = True) -> TableSpec:
     rows += (Row('ours', 'Ours (align GL + FT GL)', _bn((71.6, 61.4)), ft(gl_beta, gl_beta), where='Table 5', decimals=1,
                  info=dict(backbone='ViT-B/16', input='8x1', flow='no', group='ours')),)
     return TableSpec(5, 'UCF-JHMDB', _BN, rows, 'Table 5', 'table5_ucf_jhmdb.ipynb',
-                     note='Base: UCF101-24 classes; novel: JHMDB-21 classes; Frame mAP@0.5 with the ACT protocol.')
+                     note='Base: UCF101-24 classes; novel: JHMDB-21 classes; Frame mAP@0.5 with the ACT protocol.',
+                     findings=(('vs', 'ours', 'zero-shot', 'ours', 'zero-shot'),
+                               ('vs', 'zero-shot', 'zero-shot-region', 'zero-shot global', 'zero-shot region features')))
 
 def table6(gl_beta: float = GL) -> TableSpec:
     "Table 6: OV-AVA (45 base / 15 novel AVA classes), base, novel and all."
@@ -219,7 +230,8 @@ def table6(gl_beta: float = GL) -> TableSpec:
              Row('ours', 'Ours (align GL + FT GL)', dict(zip(c, (27.8, 16.6, 25.0))), ft(gl_beta, gl_beta, OV_AVA), where='Table 6', decimals=1,
                  info=dict(pretrain='InternVid', backbone='ViT-B/16', input='8x8', group='ours'))]
     return TableSpec(6, 'OV-AVA', c, tuple(rows), 'Table 6', 'table6_ov_ava.ipynb',
-                     note='Frame mAP@0.5 with the AVA protocol; * = AVA v2.1 annotations (quoted). The paper gives no beta for OV-AVA: 0.3 is used.')
+                     note='Frame mAP@0.5 with the AVA protocol; * = AVA v2.1 annotations (quoted). The paper gives no beta for OV-AVA: 0.3 is used.',
+                     findings=(('vs', 'ours', 'zero-shot', 'ours', 'zero-shot'),))
 
 TABLE_BUILDERS = {1: table1, 2: table2, 3: table3, 4: table4, 5: table5, 6: table6}
 
@@ -240,6 +252,18 @@ def all_chains(tables=(2, 3, 4, 5, 6), profile: str = 'mini', specs: dict | None
     return list(out.values())
 
 # %% ../nbs/09_tables.ipynb #cae54158
+def _rel(p, base=None) -> str | None:
+    "A path as reports record it: relative to the project root (`base`), POSIX separators, never the machine's absolute folders."
+    if p is None: return None
+    return relative_to(p, base if base is not None else project_root())
+
+def _scrub(s, base=None):
+    "A message with the project root's absolute folder taken out (error texts often name absolute paths)."
+    if s is None: return None
+    import re
+    root = re.escape(str(Path(base if base is not None else project_root()).absolute()))
+    return re.sub(root + r'(?![\w.-])', '.', re.sub(root + re.escape(os.sep) + r'(?=[\w.-])', '', str(s)))
+
 @dataclass
 class RowResult:
     "The measured numbers of one row and where they came from."
@@ -250,7 +274,7 @@ class RowResult:
     runs: list = field(default_factory=list)  # run folders the chain used
     detections: str | None = None  # detections file of the chain
     def to_dict(self): return dict(key=self.key, label=self.label, values=self.values, cached=self.cached,
-                                   wall_s=round(self.wall_s, 3), runs=self.runs, detections=self.detections)
+                                   wall_s=round(self.wall_s, 3), runs=[_rel(r) for r in self.runs], detections=_rel(self.detections))
 
 _MEMO: dict = {}
 
@@ -311,7 +335,7 @@ def _table_chance(rows: dict, profile: str, data_root=None) -> dict | None:
     for r in rows.values():
         if r.detections and Path(r.detections).exists():
             try: return chance_level(Path(r.detections).parent, profile, data_root)
-            except (OvstadError, OSError, KeyError, ValueError) as e: return {'error': str(e).splitlines()[0]}
+            except (OvstadError, OSError, KeyError, ValueError) as e: return {'error': _scrub(str(e).splitlines()[0])}
     return None
 
 # %% ../nbs/09_tables.ipynb #80ea2f5b
@@ -427,12 +451,39 @@ class TableResult:
         return dict(table=self.number, title=self.spec.title, profile=self.profile, columns=list(self.spec.columns),
                     wall_s=round(self.wall_s, 3), n_rows_cached=self.n_cached, n_rows_measured=len(self.spec.measured_rows),
                     rows=[dict(**(self.rows[r.key].to_dict() if r.key in self.rows else {'key': r.key, 'label': r.label, 'values': {}}),
-                               paper=r.paper, quoted=r.quoted, where=r.where, chain=r.chain_for(self.profile), info=r.info)
+                               paper=r.paper, quoted=r.quoted, where=r.where, chain=r.chain_for(self.profile), info=r.info,
+                               decimals=r.decimals)
                           for r in self.spec.rows],
-                    missing=self.missing(), meta=self.meta, note=self.spec.note)
+                    missing=self.missing(), meta=self.meta, note=self.spec.note, findings=[list(f) for f in self.spec.findings])
+    @classmethod
+    def from_dict(cls, d: dict) -> 'TableResult':
+        "A `TableResult` back from its JSON sidecar (`tableN.json`), so that the pages can be written again without measuring."
+        try: n = int(d['table']); base = get_table(n)
+        except (KeyError, TypeError, ValueError) as e: raise OvstadError(f"not a table sidecar (no valid 'table' number: {e})") from None
+        rows, res = [], {}
+        for r in d.get('rows', []):
+            rows.append(Row(r['key'], r['label'], r.get('paper') or {}, chain=r.get('chain'), quoted=bool(r.get('quoted')),
+                            where=r.get('where', ''), info=r.get('info') or {}, decimals=r.get('decimals', _decimals_of(r.get('paper')))))
+            if 'cached' in r and not r.get('quoted'):
+                res[r['key']] = RowResult(r['key'], r['label'], r.get('values') or {}, r.get('cached'), r.get('wall_s', 0.0),
+                                          list(r.get('runs') or []), r.get('detections'))
+        fnd = tuple(tuple(tuple(x) if isinstance(x, list) else x for x in f) for f in d['findings']) if 'findings' in d else base.findings
+        spec = replace(base, title=d.get('title', base.title), columns=tuple(d.get('columns', base.columns)), rows=tuple(rows),
+                       note=d.get('note', base.note), findings=fnd)
+        meta = json.loads(json.dumps(d.get('meta') or {}))   # sidecars written before they held relative paths:
+        if meta.get('runs_dir') and os.path.isabs(meta['runs_dir']): meta['runs_dir'] = _rel(meta['runs_dir'])
+        prov = meta.get('provenance') or {}
+        if prov.get('root') and os.path.isabs(prov['root']): prov['root'] = _rel(prov['root'])
+        if isinstance(prov.get('roots'), dict): prov['roots'] = {k: _rel(v) if v and os.path.isabs(v) else v for k, v in prov['roots'].items()}
+        return cls(spec, d.get('profile', '?'), res, d.get('wall_s', 0.0), meta)
     def __repr__(self):
         return (f"TableResult(Table {self.number} on {self.profile}: {len(self.rows)} rows measured, "
                 f"{self.n_cached} from cache, {self.wall_s:.1f}s)")
+
+def _decimals_of(paper: dict | None) -> int:
+    "The decimals a row's paper numbers are printed with (for sidecars written before rows recorded them)."
+    ds = [len(repr(v).split('.')[1]) for v in (paper or {}).values() if isinstance(v, float) and '.' in repr(v)]
+    return max(ds) if ds else 2
 
 # %% ../nbs/09_tables.ipynb #0b0b4b2b
 def resolve_dir(value, key: str) -> Path:
@@ -466,7 +517,7 @@ def run_table(table: int | TableSpec, profile: str = 'smoke', device: str = 'aut
             kw = {**r.chain_for(profile), 'device': device, 'runs_dir': str(runs_dir), 'seed': seed}
             if data_root is not None: kw['data_root'] = str(data_root)
             rows[r.key] = _chain_row(r, kw, fn, memo, spec.columns)
-    meta = dict(profile=profile, device=device, seed=seed, runs_dir=str(runs_dir),
+    meta = dict(profile=profile, device=device, seed=seed, runs_dir=_rel(runs_dir),
                 provenance=data_provenance(profile, data_root), classes=class_lists(spec, profile, data_root))
     if spec.kind != 'region_text': meta['chance'] = _table_chance(rows, profile, data_root)
     return TableResult(spec, profile, rows, time.time() - t0, meta)
@@ -476,15 +527,15 @@ def data_provenance(profile: str, data_root=None) -> dict:
     "Where the data of a run came from: the mini world's `world.json` (seed, profile, sizes) or the dataset roots of `full`."
     if profile == 'full' and data_root is None:
         s = Settings()
-        return {'profile': 'full', 'roots': {k: str(s.path_of('full', k)) for k in FULL_KEYS}}
+        return {'profile': 'full', 'roots': {k: _rel(s.path_of('full', k)) for k in FULL_KEYS}}
     root = Path(data_root) if data_root is not None else profile_data_root(profile)
-    d = {'profile': profile, 'root': str(root)}
+    d = {'profile': profile, 'root': _rel(root)}   # relative to the project: no machine's folders in reports
     w = root/'world.json'
     if w.exists():
         try:
             world = json.loads(w.read_text())
             d['world'] = {k: world[k] for k in ('seed', 'profile', 'sizes', 'version') if k in world}
-        except (OSError, ValueError) as e: d['world_error'] = f"{w}: {e}"
+        except (OSError, ValueError) as e: d['world_error'] = _scrub(f"{w}: {e}")
     return d
 
 def class_lists(spec: TableSpec, profile: str, data_root=None) -> dict:
@@ -497,7 +548,7 @@ def class_lists(spec: TableSpec, profile: str, data_root=None) -> dict:
             out[b] = {split: {'n': len(cl), 'ids': list(cl.ids), 'names': list(cl.names)}
                       for split, cl in (('base', bench.base_classes), ('novel', bench.novel_classes))}
         except Exception as e:  # a report still gets written; the reason is shown in it
-            out[b] = {'error': f"{type(e).__name__}: {e}"}
+            out[b] = {'error': _scrub(f"{type(e).__name__}: {e}")}
     return out
 
 def _benchmark(name: str, profile: str, data_root=None):
@@ -556,6 +607,89 @@ def to_markdown(df: pd.DataFrame) -> str:
     lines += ['| ' + ' | '.join(esc(v) for v in rec) + ' |' for rec in df.itertuples(index=False)]
     return '\n'.join(lines)
 
+# %% ../nbs/09_tables.ipynb #80ef96e0
+def _numbers(result: TableResult, which: str) -> dict:
+    "Row key -> {column: number} of the measured rows: the paper's numbers (`which='paper'`) or this run's."
+    out = {}
+    for r in result.spec.measured_rows:
+        src = r.paper if which == 'paper' else (result.rows[r.key].values if r.key in result.rows else {})
+        out[r.key] = {c: src[c] for c in result.spec.columns if isinstance(src.get(c), (int, float)) and src[c] == src[c]}
+    return out
+
+def _sign(a, b) -> int: return (a > b) - (a < b)
+
+def _and(parts: list) -> str: return parts[0] if len(parts) == 1 else ', '.join(parts[:-1]) + ' and ' + parts[-1]
+
+def _finding(result: TableResult, f: tuple, which: str) -> tuple | None:
+    "(text, {column: outcome}) of one comparison of `spec.findings` on the paper's or this run's numbers; None where its rows have no numbers."
+    vals, rows = _numbers(result, which), {r.key: r for r in result.spec.rows}
+    num = lambda k, c: _fmt_paper(vals[k][c], rows[k].decimals) if which == 'paper' else _fmt(vals[k][c], c)
+    col = lambda c: c.replace('_', ' ')
+    if f[0] == 'best':
+        best = {}
+        for c in result.spec.columns:
+            have = [k for k in vals if c in vals[k]]
+            if len(have) > 1: best[c] = max(have, key=lambda k: vals[k][c])   # the first of equal numbers
+        if not best: return None
+        by = {}
+        for c, k in best.items(): by.setdefault(k, []).append(f"{col(c)} ({num(k, c)})")
+        return '; '.join(f"{rows[k].label} best on {_and(cs)}" for k, cs in by.items()), best
+    if f[0] == 'trend':
+        ks = [k for k in f[1] if k in vals]
+        if len(ks) < 2: return None
+        a, b = ks[0], ks[-1]; out, parts = {}, []
+        for c in result.spec.columns:
+            if c in vals[a] and c in vals[b]:
+                s = out[c] = _sign(vals[b][c], vals[a][c])
+                parts.append(f"{col(c)} {'rises' if s > 0 else 'falls' if s < 0 else 'stays'} from {num(a, c)} to {num(b, c)}")
+        return (f"{_and(parts)} {f[2]}", out) if parts else None
+    if f[0] == 'vs':
+        a, b, na, nb = f[1:5]
+        if a not in vals or b not in vals: return None
+        out, by = {}, {}
+        for c in result.spec.columns:
+            if c in vals[a] and c in vals[b]:
+                s = out[c] = _sign(vals[a][c], vals[b][c])
+                by.setdefault(s, []).append(f"{col(c)} ({num(a, c)} vs {num(b, c)})")
+        if not out: return None
+        word = {1: 'above', -1: 'below', 0: 'level with'}
+        return f"{na} " + '; '.join(f"{word[s]} {nb} on {_and(cs)}" for s, cs in by.items()), out
+    raise OvstadError(f"Table {result.number}: unknown finding {f[0]!r} (use 'best', 'trend' or 'vs')")
+
+def _vs_chance(result: TableResult) -> tuple:
+    "(text, {column: best measured number / chance}) for this run; ('', {}) where the table has no chance level."
+    ch = result.meta.get('chance') or {}
+    vals = _numbers(result, 'run')
+    ratio, parts = {}, []
+    for c in result.spec.columns:
+        v = [vals[k][c] for k in vals if c in vals[k]]
+        if v and isinstance(ch.get(c), (int, float)) and ch[c] > 0:
+            ratio[c] = max(v)/ch[c]; parts.append(f"{c} {_fmt(max(v))} = {ratio[c]:.1f}x chance {_fmt(ch[c])}")
+    if not ratio: return '', {}
+    text = f"Best numbers against chance: {', '.join(parts)}."
+    if max(ratio.values()) < 1.5:
+        text += (" Every measured number is under 1.5x its chance level: the model does not tell the classes apart here, "
+                 "so the differences above say nothing about the paper's directions.")
+    return text, ratio
+
+def directions(result: TableResult) -> dict:
+    "The table's direction in the paper and in this run: {'paper', 'run', 'agree', 'compared', 'chance', 'chance_ratio'}."
+    paper, run, agree, n = [], [], 0, 0
+    for f in result.spec.findings:
+        p, r = _finding(result, f, 'paper'), _finding(result, f, 'run')
+        if p: paper.append(p[0])
+        if r: run.append(r[0])
+        if p and r:
+            common = set(p[1]) & set(r[1])
+            n += len(common); agree += sum(p[1][c] == r[1][c] for c in common)
+    ch, ratio = _vs_chance(result)
+    run_text = ('; '.join(run) + '.') if run else 'no measured numbers.'
+    if n: run_text += f" Same direction as the paper in {agree} of {n} comparisons."
+    if ch: run_text += ' ' + ch
+    return {'paper': ('; '.join(paper) + '.') if paper else '', 'run': run_text, 'agree': agree, 'compared': n,
+            'chance': ch, 'chance_ratio': ratio}
+
+
 # %% ../nbs/09_tables.ipynb #2aeefd57
 def _title(result): return f"Table {result.number}: {result.spec.title} ({result.profile} profile)"
 
@@ -566,58 +700,157 @@ def _chance_text(ch: dict | None, columns) -> str:
     return (f"Chance level (the first row's detections with uniformly random scores, same evaluator): {vals}. "
             "Measured numbers near these mean the model does not tell the classes apart.")
 
-def table_markdown(result: TableResult) -> str:
-    "The markdown report of one table: title, the table, notes, cache and provenance."
-    m = result.meta
-    lines = [f"# {_title(result)}", '', to_markdown(report_frame(result)), '',
-             ("'ours': counts of the region-text pairs built here. " if result.spec.kind == 'region_text' else
-              "'ours': Frame mAP@0.5 in %, measured here. ") +
-             f"'paper': copied from {result.spec.where} of the paper; rows marked (quoted) are numbers the paper quotes from "
-             "other work and are not measured here.", '']
-    if result.spec.note: lines += [f"Note: {result.spec.note}", '']
-    ch = _chance_text(m.get('chance'), result.spec.columns)
-    if ch: lines += [ch, '']
-    lines += [f"Rows from the run cache: {result.n_cached} of {len(result.rows)}; measuring took {result.wall_s:.1f} s.", '']
+def _explain(result) -> str:
+    return (("'ours': counts of the region-text pairs built here. " if result.spec.kind == 'region_text' else
+             "'ours': Frame mAP@0.5 in %, measured here. ") +
+            f"'paper': copied from {result.spec.where} of the paper; rows marked (quoted) are numbers the paper quotes from "
+            "other work and are not measured here.")
+
+def provenance_line(prov: dict | None) -> str:
+    "The data provenance in one short line: world version, seed and a few sizes (or the dataset roots of `full`)."
+    if not prov: return 'Data: not recorded.'
+    w = prov.get('world')
+    if w:
+        sz = w.get('sizes') or {}
+        few = ', '.join(f"{v} px" if k == 'size' else f"{k.replace('_', ' ')} {v}" for k, v in list(sz.items())[:5])
+        more = f" (+{len(sz) - 5} more)" if len(sz) > 5 else ''
+        return (f"Data: {w.get('profile', prov.get('profile'))} world v{w.get('version', '?')}, seed {w.get('seed', '?')}"
+                + (f"; sizes: {few}{more}" if sz else '') + f"; folder {prov.get('root')}.")
+    if prov.get('profile') == 'full': return f"Data: the real datasets (full profile), {len(prov.get('roots') or {})} roots from settings.ini [full]."
+    return f"Data: {prov.get('profile')} data in {prov.get('root')}" + (f" ({prov['world_error']})" if prov.get('world_error') else '') + '.'
+
+def _flat(d, pre='') -> list:
+    "[(dotted key, value)] of a nested dict, lists kept whole."
+    out = []
+    for k, v in (d or {}).items():
+        if isinstance(v, dict) and v: out += _flat(v, f"{pre}{k}.")
+        else: out.append((f"{pre}{k}", v))
+    return out
+
+def _class_lines(classes: dict | None) -> list:
+    out = []
+    for b, cls in (classes or {}).items():
+        if 'error' in cls: out.append(f"Classes of {b}: not readable ({cls['error']})")
+        else: out += [f"Classes of {b} {split} ({v['n']}): " + ', '.join(f"{i} {n}" for i, n in zip(v['ids'], v.get('names') or v['ids']))
+                      for split, v in cls.items()]
+    return out
+
+def _notes(result) -> list:
+    "The lines under a table: what the columns are, the note, the chance level, cache use and missing cells."
+    out = [_explain(result)]
+    if result.spec.note: out.append(f"Note: {result.spec.note}")
+    ch = _chance_text(result.meta.get('chance'), result.spec.columns)
+    if ch: out.append(ch)
+    out.append(f"Rows from the run cache: {result.n_cached} of {len(result.rows)}; measuring took {result.wall_s:.1f} s.")
+    return out
+
+def table_markdown(result: TableResult, figure: str | None = None, level: int = 1) -> str:
+    "The markdown report of one table: title, the paper's direction and this run's, the table, its figure, notes, provenance."
+    m, dr, h = result.meta, directions(result), '#'*level
+    lines = [f"{h} {_title(result)}", '']
+    if dr['paper']: lines += [f"**Paper's direction:** {dr['paper']}", '']
+    lines += [f"**This run:** {dr['run']}", '', to_markdown(report_frame(result)), '']
+    if figure: lines += [f"![Figure of Table {result.number}: this run solid, the paper dashed or hatched, chance dotted]({figure})", '']
+    lines += [x for n in _notes(result) for x in (n, '')]
     miss = result.missing()
     if miss: lines += [f"**Cells without a measured number:** {miss}", '']
-    if m.get('provenance'): lines += [f"Data: `{json.dumps(m['provenance'], default=str)}`", '']
-    for b, cls in (m.get('classes') or {}).items():
-        if 'error' in cls: lines.append(f"Classes of {b}: not readable ({cls['error']})")
-        else: lines += [f"Classes of {b} {split}: {v['n']} ids {v['ids']}" for split, v in cls.items()]
+    lines += [provenance_line(m.get('provenance')), '']
+    full = {'provenance': m.get('provenance'), 'classes': {b: {s: {k: v[k] for k in ('n', 'ids')} for s, v in c.items()} if 'error' not in c else c
+                                                           for b, c in (m.get('classes') or {}).items()}}
+    lines += ['<details><summary>Full provenance and class lists</summary>', '', '```json', json.dumps(full, indent=1, default=str),
+              '```', '', '</details>', '']
     return '\n'.join(lines).rstrip() + '\n'
 
-def table_html(result: TableResult) -> str:
-    "A self-contained HTML page of one table."
+_CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:1.5em 2em;color:#222;max-width:1600px;line-height:1.4}
+h1{font-size:1.5em;margin-bottom:.3em} h2{font-size:1.25em;margin-top:2.2em;padding-top:.8em;border-top:1px solid #ccc}
+a{color:#2857a4} .scroll{overflow-x:auto;max-width:100%}
+table{border-collapse:collapse;font-size:.88em} th{background:#f2f4f7;font-weight:600;white-space:normal;vertical-align:bottom}
+td,th{padding:3px 8px;border-bottom:1px solid #e2e2e2;text-align:right} td{white-space:nowrap;vertical-align:top}
+td:first-child,th:first-child,td.text,th.text{text-align:left} td.wrap{white-space:normal;text-align:left;min-width:6em;max-width:30em}
+tr.quoted td{color:#777} tr.quoted td:first-child{font-style:italic}
+.pair{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start;margin:.6em 0}
+.pair>.scroll{flex:0 1 auto;min-width:0} .pair>figure{flex:1 1 520px;max-width:760px;margin:0}
+figure img{max-width:100%;height:auto;border:1px solid #eee} figcaption{font-size:.8em;color:#666}
+.dir{background:#f5f8fd;border-left:4px solid #4a7bd0;padding:.35em .9em;margin:.7em 0} .dir p{margin:.3em 0}
+.muted{color:#555;font-size:.9em} p.note{margin:.3em 0;font-size:.92em}
+details{margin:.3em 0 1em} summary{cursor:pointer;color:#2857a4;font-size:.92em} details table{margin:.4em 0;font-size:.82em}
+details td{white-space:normal;text-align:left}
+"""
+
+def _page(title: str, body: str) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width,initial-scale=1'>"
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>{body}</body></html>\n")
+
+def html_table(header: list, rows: list, raw: tuple = (), row_class: Callable | None = None, cls: str = '') -> str:
+    "An HTML table of strings (escaped, except the columns named in `raw`, which hold HTML); text-like columns left-aligned."
+    text = {h for h in header if h in ('row', 'title', 'status', 'source in paper', 'key', 'value', 'table')}
+    th = ''.join(f"<th class='text'>{html.escape(str(h))}</th>" if h in text else f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = []
+    for rec in rows:
+        c = row_class(rec) if row_class else ''
+        tds = []
+        for h, v in zip(header, rec):
+            v = '' if v is None else (str(v) if h in raw else html.escape(str(v)))
+            k = 'wrap' if h in ('source in paper', 'status', 'value') else 'text' if h in text else ''
+            tds.append(f"<td class='{k}'>{v}</td>" if k else f"<td>{v}</td>")
+        body.append(f"<tr class='{c}'>{''.join(tds)}</tr>" if c else f"<tr>{''.join(tds)}</tr>")
+    return f"<table class='{cls}'><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+def _details(summary: str, inner: str) -> str:
+    return f"<details><summary>{html.escape(summary)}</summary>{inner}</details>"
+
+def _kv_table(d: dict) -> str:
+    return html_table(['key', 'value'], [(k, json.dumps(v, default=str) if isinstance(v, (list, dict)) else v) for k, v in _flat(d)])
+
+def table_section(result: TableResult, figure: str | None = None, level: int = 1, link: str | None = None) -> str:
+    "The HTML of one table (heading once, directions, the table beside its figure, notes, folded provenance), for its page or the README."
+    dr, m = directions(result), result.meta
+    head = html.escape(_title(result)) + (f" <a class='muted' href='{html.escape(link)}'>(page)</a>" if link else '')
+    out = [f"<h{level} id='table{result.number}'>{head}</h{level}>", "<div class='dir'>"]
+    if dr['paper']: out.append(f"<p><b>Paper's direction:</b> {html.escape(dr['paper'])}</p>")
+    out += [f"<p><b>This run:</b> {html.escape(dr['run'])}</p>", '</div>']
     df = report_frame(result)
-    body = df.to_html(index=False, escape=True, border=0, classes='ovstad-table')
-    notes = html.escape(result.spec.note)
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(_title(result))}</title>"
-            "<style>body{font-family:sans-serif;margin:2em} table{border-collapse:collapse} td,th{padding:3px 8px;"
-            "border-bottom:1px solid #ddd;text-align:right} td:first-child,th:first-child{text-align:left}</style></head>"
-            f"<body><h1>{html.escape(_title(result))}</h1>{body}<p>{notes}</p>"
-            f"<p>{html.escape(_chance_text(result.meta.get('chance'), result.spec.columns))}</p>"
-            f"<p>Rows from the run cache: {result.n_cached} of {len(result.rows)}; measuring took {result.wall_s:.1f} s.</p>"
-            f"<pre>{html.escape(json.dumps(result.meta.get('provenance'), indent=1, default=str))}</pre></body></html>\n")
+    quoted = {r.label + ' (quoted)' for r in result.spec.rows if r.quoted}
+    tab = html_table(list(df.columns), list(df.itertuples(index=False)), row_class=lambda rec: 'quoted' if rec[0] in quoted else '')
+    fig = ''
+    if figure:
+        fig = (f"<figure><img src='{html.escape(figure)}' alt='Figure of Table {result.number}'>"
+               "<figcaption>This run solid, the paper dashed or hatched, chance level dotted.</figcaption></figure>")
+    out.append(f"<div class='pair'><div class='scroll'>{tab}</div>{fig}</div>")
+    out += [f"<p class='note'>{html.escape(n)}</p>" for n in _notes(result)]
+    miss = result.missing()
+    if miss: out.append(f"<p><b>Cells without a measured number:</b> {html.escape(str(miss))}</p>")
+    cls = _class_lines(m.get('classes'))
+    out.append(f"<p class='muted'>{html.escape(provenance_line(m.get('provenance')))}</p>")
+    out.append(_details('Full provenance and class lists', _kv_table(m.get('provenance') or {})
+                        + ''.join(f"<p class='note'>{html.escape(c)}</p>" for c in cls)))
+    return '\n'.join(out)
+
+def table_html(result: TableResult, figure: str | None = None) -> str:
+    "A self-contained HTML page of one table; `figure` is the figure's file name next to the page (e.g. 'table2.png')."
+    return _page(_title(result), table_section(result, figure, level=1))
 
 def write_table_report(result: TableResult, reports_dir='reports', fig=None) -> dict:
     "Write `tableN.md`, `.csv`, `.html`, `.json` (and `tableN.png` when `fig` is given) into `reports_dir`, atomically."
     d = Path(reports_dir); d.mkdir(parents=True, exist_ok=True); stem = f"table{result.number}"
-    paths = {}
-    with atomic_write(d/f'{stem}.md') as f: f.write(table_markdown(result))
-    paths['md'] = d/f'{stem}.md'
-    with atomic_write(d/f'{stem}.csv') as f: result.to_frame().to_csv(f, index=False)
-    paths['csv'] = d/f'{stem}.csv'
-    with atomic_write(d/f'{stem}.html') as f: f.write(table_html(result))
-    paths['html'] = d/f'{stem}.html'
+    paths, png = {}, (f'{stem}.png' if fig is not None else None)
     if fig is not None:
         with atomic_write(d/f'{stem}.png', 'wb') as f: fig.savefig(f, format='png', dpi=110, bbox_inches='tight')
         paths['png'] = d/f'{stem}.png'
+    with atomic_write(d/f'{stem}.md') as f: f.write(table_markdown(result, png))
+    paths['md'] = d/f'{stem}.md'
+    with atomic_write(d/f'{stem}.csv') as f: result.to_frame().to_csv(f, index=False)
+    paths['csv'] = d/f'{stem}.csv'
+    with atomic_write(d/f'{stem}.html') as f: f.write(table_html(result, png))
+    paths['html'] = d/f'{stem}.html'
     paths['json'] = atomic_save_json(result.to_dict(), d/f'{stem}.json')
     return paths
 
+
 # %% ../nbs/09_tables.ipynb #9f309e45
 def plot_table(result: TableResult):
-    "The table's figure (a matplotlib Figure): measured lines/bars solid, the paper's dashed/hatched."
+    "The table's figure (a matplotlib Figure): measured lines/bars solid, the paper's dashed/hatched, the chance level dotted."
     import matplotlib.pyplot as plt
     spec, n = result.spec, result.number
     cols = [c for c in spec.columns]
@@ -643,10 +876,21 @@ def plot_table(result: TableResult):
             ax.bar(x + (2*i - len(cols) + 1.5)*w, [r.paper.get(c) or 0 for r in rows], w, color=colr, alpha=.35, hatch='//', label=f'{c} (paper)')
         ax.set_xticks(x, [r.label for r in rows], rotation=30, ha='right', fontsize=8)
     if spec.kind == 'chains': ax.set_ylabel('Frame mAP@0.5 (%)')
+    chance_lines(ax, result)
     ax.set_title(_title(result), fontsize=10)
-    if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=7, ncol=2)
+    if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1), borderaxespad=0)   # beside the axes, never over the bars
     fig.tight_layout()
     return fig
+
+def chance_lines(ax, result: TableResult) -> list:
+    "Draw the table's chance level on `ax` as dotted horizontal lines with legend entries: one per column, or one when all are equal."
+    ch = result.meta.get('chance') or {}
+    cols = [c for c in result.spec.columns if isinstance(ch.get(c), (int, float))]
+    if result.spec.kind != 'chains' or not cols: return []
+    colours = dict(zip(result.spec.columns, ('tab:blue', 'tab:orange', 'tab:green')))
+    if len({ch[c] for c in cols}) == 1:
+        return [ax.axhline(ch[cols[0]], color='0.35', ls=':', lw=1.5, label=f"chance ({ch[cols[0]]:.2f})")]
+    return [ax.axhline(ch[c], color=colours[c], ls=':', lw=1.5, label=f"{c} chance ({ch[c]:.2f})") for c in cols]
 
 # %% ../nbs/09_tables.ipynb #71695bb9
 FULL_KEYS = ('ucf101_24_root', 'jhmdb_root', 'ava_root', 'hcstvg_root', 'vidstg_root', 'viclip_checkpoint')
@@ -887,6 +1131,10 @@ def execute_table_notebook(number: int, parameters: dict, reports_dir='reports',
                             cwd=str(cwd or Path.cwd()), progress_bar=False, log_output=False)
     except pm.PapermillExecutionError as e:
         err = f"{e.ename}: {e.evalue}"
+    if out.exists():   # the executed notebook names folders relative to the project, as the reports do
+        text = out.read_text(); rel = _scrub(text, project_root(cwd or Path.cwd()))
+        if rel != text:
+            with atomic_write(out) as f: f.write(rel)
     return {'ok': err is None, 'wall_s': round(time.time() - t0, 2), 'executed': str(out), 'error': err}
 
 # %% ../nbs/09_tables.ipynb #ec420d7c
@@ -913,57 +1161,105 @@ def environment_info(device: str = 'auto') -> dict:
     return d
 
 # %% ../nbs/09_tables.ipynb #dbba6ca0
-def write_readme(reports_dir='reports', summary: dict | None = None) -> dict:
-    "Write `reports/README.md` and `README.html`: every table (from its sidecar), environment, wall times, cache use, provenance, class lists."
-    d = Path(reports_dir); summary = summary or {}
-    tabs = []
-    runs, other = summary.get('tables', {}), []
+def _load_sidecars(d: Path, profile: str | None = None) -> tuple:
+    "([TableResult from each tableN.json of `d`], [tables left out because another profile made them])."
+    tabs, other = [], []
     for n in range(1, 7):
         p = d/f'table{n}.json'
         if not p.exists(): continue
         t = json.loads(p.read_text())
-        if summary.get('profile') and t.get('profile') != summary['profile']: other.append(f"table{n} ({t.get('profile')})"); continue
-        tabs.append(t)
-    env = summary.get('environment') or environment_info(summary.get('device', 'auto'))
-    md = ['# Regenerated tables', '', f"Profile: **{summary.get('profile', tabs[0]['profile'] if tabs else '?')}**. "
-          f"Command: `{summary.get('command', 'ovstad reproduce')}`. Total wall time: {summary.get('wall_s', 0):.0f} s.", '',
-          '| table | title | notebook run (s) | measuring (s) | rows from cache | status |', '|---|---|---|---|---|---|']
+        if profile and t.get('profile') != profile: other.append(f"table{n} ({t.get('profile')})"); continue
+        tabs.append(TableResult.from_dict(t))
+    return tabs, other
+
+def _ratio_text(dr: dict) -> str:
+    return ', '.join(f"{c} {v:.1f}x" for c, v in dr['chance_ratio'].items()) or '-'
+
+def _summary_rows(tabs: list, runs: dict, html_links: bool) -> list:
+    "The README's summary: one row per table (link, title, times, cache use, agreement with the paper, best / chance, status)."
+    out = []
     for t in tabs:
-        r = runs.get(str(t['table']), {})
+        r, dr, n = runs.get(str(t.number), {}), directions(t), t.number
         status = ('ok' if r['ok'] else f"FAILED: {r.get('error')} (log: {r.get('executed')})") if r else 'written by an earlier invocation'
-        md.append(f"| [{t['table']}](table{t['table']}.md) | {t['title']} | {r.get('wall_s', '-')} | {t['wall_s']} | "
-                  f"{t['n_rows_cached']} of {t['n_rows_measured']} | {status} |")
+        link = f"<a href='table{n}.html'>{n}</a>" if html_links else f"[{n}](table{n}.md)"
+        out.append((link, t.spec.title, r.get('wall_s', '-'), round(t.wall_s, 1), f"{t.n_cached} of {len(t.spec.measured_rows)}",
+                    f"{dr['agree']} of {dr['compared']}" if dr['compared'] else '-', _ratio_text(dr), status))
     for n, r in runs.items():
-        if not r.get('ok', True) and not any(str(t['table']) == n for t in tabs):
-            md.append(f"| {n} | - | {r.get('wall_s')} | - | - | FAILED: {r.get('error')} (log: {r.get('executed')}) |")
-    if other: md += ['', f"Left out (another profile): {', '.join(other)}."]
-    md += ['']
-    for t in tabs:
-        p = d/f"table{t['table']}.md"
-        if p.exists(): md += ['#' + p.read_text().strip(), '']
-    prov = {json.dumps(t['meta'].get('provenance'), sort_keys=True, default=str) for t in tabs}
-    md += ['## Data provenance', ''] + [f"- `{p}`" for p in sorted(prov)] + ['']
-    cls = {}
-    for t in tabs: cls.update(t['meta'].get('classes') or {})
-    md += ['## Class lists', '']
-    for b, c in cls.items():
-        if 'error' in c: md.append(f"- {b}: not readable ({c['error']})")
-        else: md += [f"- {b} {s}: {v['n']} classes, ids {v['ids']}" for s, v in c.items()]
-    md += ['', '## Environment', '', '```json', json.dumps(env, indent=1, default=str), '```', '']
-    text = '\n'.join(md)
-    with atomic_write(d/'README.md') as f: f.write(text)
-    body = ''.join(f"<h2>Table {t['table']}</h2>" + _html_body(d/f"table{t['table']}.html") for t in tabs)
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Regenerated tables</title>"
-            "<style>body{font-family:sans-serif;margin:2em} table{border-collapse:collapse} td,th{padding:3px 8px;border-bottom:1px solid #ddd}</style>"
-            f"</head><body><h1>Regenerated tables</h1><pre>{html.escape(chr(10).join(md[:len(tabs) + 6]))}</pre>{body}"
-            f"<h2>Environment</h2><pre>{html.escape(json.dumps(env, indent=1, default=str))}</pre></body></html>\n")
-    with atomic_write(d/'README.html') as f: f.write(page)
+        if not r.get('ok', True) and not any(str(t.number) == n for t in tabs):
+            out.append((n, '-', r.get('wall_s'), '-', '-', '-', '-', f"FAILED: {r.get('error')} (log: {r.get('executed')})"))
+    return out
+
+_SUMMARY_COLS = ['table', 'title', 'notebook run (s)', 'measuring (s)', 'rows from cache', 'same direction as the paper',
+                 'best number / chance', 'status']
+
+def _env_line(env: dict) -> str:
+    pk = env.get('packages') or {}
+    commit = (env.get('git_commit') or '?')[:10] + (' (uncommitted changes)' if env.get('git_dirty') else '')
+    return (f"Environment: Python {env.get('python')}, torch {pk.get('torch')}, ovstad {pk.get('ovstad')}, device {env.get('device')}"
+            + (f" ({env['gpu']})" if env.get('gpu') else '') + f", {env.get('cpu_count')} CPUs, git {commit}.")
+
+def write_readme(reports_dir='reports', summary: dict | None = None) -> dict:
+    "Write `reports/README.md` and `README.html` from the tables' sidecars: a summary table, every table with its figure and directions, provenance, environment."
+    d = Path(reports_dir)
+    if summary is None and (d/'reproduce.json').exists(): summary = json.loads((d/'reproduce.json').read_text())
+    summary = summary or {}
+    runs = summary.get('tables', {})
+    tabs, other = _load_sidecars(d, summary.get('profile'))
+    env = summary.get('environment') or environment_info(summary.get('device', 'auto'))
+    profile = summary.get('profile', tabs[0].profile if tabs else '?')
+    intro = (f"Profile: **{profile}**. Command: `{summary.get('command', 'ovstad reproduce')}`. "
+             f"Total wall time: {summary.get('wall_s', 0):.0f} s.")
+    guide = ("Each table states the paper's direction (what the paper's numbers show) next to this run's (what the measured "
+             "numbers show), and sets this run's best numbers against the chance level: numbers near chance mean the model does "
+             "not tell the classes apart, whatever their order.")
+    fig = lambda t: f"table{t.number}.png" if (d/f"table{t.number}.png").exists() else None
+    srows = _summary_rows(tabs, runs, html_links=False)
+    md = ['# Regenerated tables', '', intro, '', guide, '', to_markdown(pd.DataFrame(srows, columns=_SUMMARY_COLS)), '']
+    if other: md += [f"Left out (another profile): {', '.join(other)}.", '']
+    for t in tabs: md += [table_markdown(t, fig(t), level=2).rstrip(), '']
+    provs = {json.dumps(t.meta.get('provenance'), sort_keys=True, default=str): t.meta.get('provenance') for t in tabs}
+    md += ['## Data provenance', ''] + [provenance_line(p) for p in provs.values()] + ['']
+    md += ['## Class lists', ''] + [f"- {c}" for c in dict.fromkeys(x for t in tabs for x in _class_lines(t.meta.get('classes')))] + ['']
+    md += ['## Environment', '', _env_line(env), '', '<details><summary>Packages, platform and git</summary>', '', '```json',
+           json.dumps(env, indent=1, default=str), '```', '', '</details>', '']
+    with atomic_write(d/'README.md') as f: f.write('\n'.join(md))
+    intro_html = (f"Profile: <b>{html.escape(str(profile))}</b>. Command: <code>{html.escape(summary.get('command', 'ovstad reproduce'))}</code>. "
+                  f"Total wall time: {summary.get('wall_s', 0):.0f} s.")
+    body = ['<h1>Regenerated tables</h1>', f"<p>{intro_html}</p>", f"<p class='muted'>{html.escape(guide)}</p>",
+            f"<div class='scroll'>{html_table(_SUMMARY_COLS, _summary_rows(tabs, runs, html_links=True), raw=('table',))}</div>"]
+    if other: body.append(f"<p>Left out (another profile): {html.escape(', '.join(other))}.</p>")
+    body += [table_section(t, fig(t), level=2, link=f"table{t.number}.html") for t in tabs]
+    body += ['<h2>Data provenance</h2>'] + [f"<p>{html.escape(provenance_line(p))}</p>" for p in provs.values()]
+    body.append(_details('Full provenance', ''.join(_kv_table(p or {}) for p in provs.values())))
+    cls = list(dict.fromkeys(x for t in tabs for x in _class_lines(t.meta.get('classes'))))
+    body += ['<h2>Class lists</h2>', _details(f"{len(cls)} class lists", ''.join(f"<p class='note'>{html.escape(c)}</p>" for c in cls))]
+    body += ['<h2>Environment</h2>', f"<p>{html.escape(_env_line(env))}</p>", _details('Packages, platform and git', _kv_table(env))]
+    with atomic_write(d/'README.html') as f: f.write(_page('Regenerated tables', '\n'.join(body)))
     return {'md': d/'README.md', 'html': d/'README.html'}
 
-def _html_body(p: Path) -> str:
-    if not p.exists(): return ''
-    s = p.read_text(); a, b = s.find('<body>'), s.rfind('</body>')
-    return s[a + 6:b] if a >= 0 and b > a else s
+def rewrite_reports(reports_dir='reports', out=None) -> dict:
+    "Write every table's pages (md, html, csv, png, json) and the README again from the `tableN.json` sidecars of `reports_dir`, into `out` (default: the same folder), without measuring."
+    src = Path(reports_dir); dst = Path(out) if out is not None else src; dst.mkdir(parents=True, exist_ok=True)
+    import matplotlib.pyplot as plt
+    written = {}
+    for t in _load_sidecars(src)[0]:
+        fig = plot_table(t); written[t.number] = write_table_report(t, dst, fig=fig); plt.close(fig)
+    summary = json.loads((src/'reproduce.json').read_text()) if (src/'reproduce.json').exists() else None
+    if summary is not None:
+        summary = relative_summary(summary); atomic_save_json(summary, dst/'reproduce.json')
+    written['readme'] = write_readme(dst, summary)
+    return written
+
+
+def relative_summary(summary: dict, base=None) -> dict:
+    "`reproduce`'s summary with its paths (executed notebooks, dispatched runs, the command's path arguments) relative to the project root `base`."
+    s = json.loads(json.dumps(summary, default=str))
+    for r in (s.get('tables') or {}).values():
+        if r.get('executed'): r['executed'] = _rel(r['executed'], base)
+        if r.get('error'): r['error'] = _scrub(r['error'], base)
+    for r in s.get('dispatched') or []: r['run'] = _rel(r['run'], base)
+    if s.get('command'): s['command'] = ' '.join(_rel(a, base) if os.path.isabs(a) else a for a in s['command'].split(' '))
+    return s
 
 # %% ../nbs/09_tables.ipynb #0a19e941
 def parse_tables(s: str | None) -> list:
@@ -1010,6 +1306,7 @@ def reproduce(profile: str = 'mini', tables=None, device: str = 'auto', gpus=Non
         log(f"Table {n}: {'done' if r['ok'] else 'FAILED (' + str(r['error']) + ')'} in {r['wall_s']:.0f} s; log {r['executed']}")
     summary['wall_s'] = round(time.time() - t0, 1)
     summary['environment'] = environment_info(device)
+    summary = relative_summary(summary, project_root(cwd))   # no machine's folders in the committed record
     write_readme(reports_dir, summary)
     atomic_save_json(summary, reports_dir/'reproduce.json')
     return summary
