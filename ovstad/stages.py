@@ -26,7 +26,7 @@ __all__ = ['STAGE_CONFIGS', 'BENCHMARKS', 'PROFILES', 'ACT_DET_COLUMNS', 'align_
            'GeneratedCaptions', 'collate_captions', 'PretrainTask', 'AlignTask', 'FinetuneTask', 'load_detector',
            'pretrain', 'PairsConfig', 'region_text_pairs', 'align', 'load_benchmark', 'finetune', 'score_dataset',
            'read_detections', 'detect', 'detect_config', 'evaluate_detections', 'evaluate', 'released_viclip',
-           'base_viclip', 'PlannedRun', 'plan_chain', 'ChainResult', 'run_chain', 'add_cli']
+           'base_viclip', 'PlannedRun', 'plan_chain', 'ChainResult', 'run_chain', 'release_viclip', 'add_cli']
 
 # %% ../nbs/07b_stages.ipynb #7ad91c35
 @dataclass
@@ -98,7 +98,8 @@ _RECIPES = {
     ('pretrain', 'full'): dict(model='b16', steps=100_000, batch_size=256, optimizer='adamw', lr=4e-4, momentum=0.9,
                                weight_decay=0.2, warmup_steps=2000, short_side=224, crop=224, stride=4),
     ('pretrain', 'mini'): dict(model='mini', steps=300, batch_size=32, optimizer='adamw', lr=1e-3, weight_decay=0.05,
-                               warmup_steps=30, stride=1, ckpt_every=60, text_uniformity=1.0),
+                               warmup_steps=30, stride=1, ckpt_every=60, num_workers=1, text_uniformity=1.0,
+                               stream=100_000),   # every sample a freshly rendered clip (GeneratedCaptions); about 2.5 min on 2 cores
     ('pretrain', 'smoke'): dict(model='smoke', steps=30, batch_size=16, optimizer='adamw', lr=2e-3, weight_decay=0.05,
                                 warmup_steps=5, stride=1, ckpt_every=15, text_uniformity=1.0),
     ('align', 'full'): dict(steps=60_000, batch_size=16, lr=1e-5, warmup_steps=1000, num_frames=8, stride=1,
@@ -772,6 +773,38 @@ def run_chain(benchmark: str = 'ucf_jhmdb', profile: str = 'mini', align: dict |
 
 align_stage, finetune_stage = align, finetune   # names that the chain's keyword arguments do not shadow
 
+# %% ../nbs/07b_stages.ipynb #1e784746
+def release_viclip(run,                      # a complete pretrain Run or its folder
+                   out: str | Path,          # the released file, e.g. data/viclip-mini/viclip-mini.pt
+                   half: bool = True,        # store the weights in float16 (they load back into float32 models)
+                   ) -> Path:
+    """Write a pretrain run's ViCLIP as a released file that chains start from (`released_viclip`), with a JSON card
+    beside it (`out` with `.json`): the run, its config and the command that re-derives it, the world it was trained on,
+    the file's size and sha256. The file keeps ViCLIP's layout: `ViCLIP.from_checkpoint` reads it."""
+    from ovstad.core import atomic_torch_save, file_digest, load_checkpoint
+    from ovstad.synth import GENERATOR_VERSION
+    run = load_run(run) if not isinstance(run, Run) else run
+    if run.stage != 'pretrain': raise OvstadError(f"{run.path} is a {run.stage} run; release a pretrain run (runs/pretrain-*)")
+    art, _ = _artefact(run)
+    ck = load_checkpoint(art, what='pretrained ViCLIP')
+    sd = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ck['model'].items()}
+    card_in = json.loads((run.path/'config.json').read_text())
+    cfg = card_in['config']
+    base = config_dict(get_recipe('pretrain', profile='mini'), hashed_only=True)
+    sets = [f"--set {k}={v}" for k, v in config_dict(config_from_dict(PretrainConfig, cfg), hashed_only=True).items() if base.get(k) != v]
+    out = Path(out)
+    extra = {k: v for k, v in ck.items() if k not in ('model',)}
+    extra.update(ovstad_release={'run': run.id, 'world_generator_version': GENERATOR_VERSION})
+    atomic_torch_save({'model': sd, **extra}, out)
+    card = {'file': out.name, **file_digest(out), 'dtype': 'float16' if half else 'float32', 'run': run.id,
+            'world_generator_version': GENERATOR_VERSION, 'config': cfg,
+            'command': ' '.join(['ovstad train pretrain --profile mini', *sets]).strip(),
+            'release_command': f"ovstad train release runs/{run.id} --out {out.name}",
+            'final_loss': run.metrics.get('final_loss'), 'temp': run.metrics.get('temp'), 'wall_s': run.metrics.get('wall_s')}
+    atomic_save_json(card, out.with_suffix('.json'), indent=1)
+    return out
+
+
 # %% ../nbs/07b_stages.ipynb #201b599e
 _FMT = argparse.RawDescriptionHelpFormatter
 
@@ -901,6 +934,17 @@ def add_cli(sub) -> None:
     p.add_argument('--seed', type=int, default=0, help='seed of the training runs')
     p.add_argument('--plan', action='store_true', help='print the runs and their commands without running anything')
     _common(p, 'chain'); p.set_defaults(func=_cmd_chain, overrides=[])
+    p = g.add_parser('release', help='write a pretrain run as a released ViCLIP file (half precision) that chains start from',
+                     formatter_class=_FMT,
+                     description="Write the ViCLIP of a complete pretrain run as a released file, with a JSON card beside it "
+                                 "(run, config, the command that re-derives it, world version, sha256). The mini profile's chains "
+                                 "start from settings.ini [mini] viclip_checkpoint, as the paper's start from InternVid's ViCLIP.",
+                     epilog='example:\n  ovstad train pretrain --profile mini\n'
+                            '  ovstad train release runs/pretrain-1a2b3c4d5e6f --out data/viclip-mini/viclip-mini.pt')
+    p.add_argument('run', help='a complete pretrain run folder')
+    p.add_argument('--out', required=True, help='the released file to write (its .json card goes beside it)')
+    p.add_argument('--fp32', action='store_true', help='keep float32 weights (default: float16, half the size)')
+    p.set_defaults(func=lambda a: print(f"released {release_viclip(a.run, a.out, half=not a.fp32)}") or 0)
     p = sub.add_parser('detect-run', help="score a benchmark's eval proposals with a trained model (writes detections)",
                        formatter_class=_FMT,
                        description="Score every proposal of the benchmark's eval sets against base and novel prompts and write "
