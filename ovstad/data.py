@@ -142,36 +142,25 @@ def ucf24_to_act(annot, testlist=None, resolution=(240, 320), out=None) -> dict:
 AVA_COLUMNS = ['video_id', 'timestamp', 'x1', 'y1', 'x2', 'y2', 'action_id']
 
 def read_ava_csv(path, kind: str = 'auto'):
-    "Read an AVA GT (`kind='gt'`, last column person_id) or detection (`'det'`, last column score) CSV into a DataFrame."
+    """Read an AVA GT (`kind='gt'`, last column person_id) or detection (`'det'`, last column score) CSV into a DataFrame
+    with columns `AVA_COLUMNS` (+ `person_id` or `score` when the file has 8 columns). `'auto'`: GT unless the 8th
+    column holds non-integers. Validated by `ovstad.eval.read_ava_table`, the evaluator's own reader, so a file that
+    `ovstad data inspect` accepts is one that `ovstad eval ava` scores, and both name the same 1-based line."""
     import pandas as pd
+    from ovstad.eval import read_ava_table
     path = Path(path)
     if not path.exists(): raise OvstadError(f"{path} does not exist")
-    rows = []
-    with open(path, newline='') as f:
-        for ln, r in enumerate(csv.reader(f), 1):
-            if not r or not ''.join(r).strip(): continue
-            if len(r) not in (7, 8): raise OvstadError(f"{path}:{ln}: expected 7 or 8 columns (video_id, timestamp, x1, y1, x2, y2, action_id[, person_id|score]), got {len(r)}")
-            try:
-                rec = [r[0], int(float(r[1]))] + [float(x) for x in r[2:6]] + [int(r[6])] + ([float(r[7])] if len(r) == 8 else [])
-            except ValueError as e:
-                if ln == 1 and sum(not re.fullmatch(r'\s*-?[\d.eE+-]+\s*', x) for x in r[1:]) >= 3:
-                    raise OvstadError(f"{path}:1: this looks like a header line ({','.join(r)[:80]}); AVA CSVs have no header: "
-                                      f"remove the header line") from None
-                names = AVA_COLUMNS + ['person_id|score']
-                k = next(i for i, x in enumerate(r) if i > 0 and not re.fullmatch(r'\s*-?[\d.eE+-]+\s*', x))
-                raise OvstadError(f"{path}:{ln}: field {names[k]!r} is not a number: {r[k]!r}") from None
-            x1, y1, x2, y2 = rec[2:6]
-            if not (0 <= x1 <= x2 <= 1 and 0 <= y1 <= y2 <= 1):
-                raise OvstadError(f"{path}:{ln}: field 'x1,y1,x2,y2' must be normalized with x1<=x2, y1<=y2: {r[2:6]}")
-            rows.append(rec)
-    if not rows: raise OvstadError(f"{path}: no rows")
-    last = {len(r) for r in rows}
-    if len(last) > 1: raise OvstadError(f"{path}: rows mix 7 and 8 columns")
+    df, _ = read_ava_table(path, 'gt' if kind == 'gt' else 'det')
+    if not len(df): raise OvstadError(f"{path}: no rows")
+    eight = df.attrs.get('n_columns') == 8
     if kind == 'auto':
-        if 8 not in last: kind = 'gt'
-        else: kind = 'det' if any(r[7] != int(r[7]) for r in rows) else 'gt'
-    cols = AVA_COLUMNS + ([] if 8 not in last else ['person_id' if kind == 'gt' else 'score'])
-    df = pd.DataFrame(rows, columns=cols)
+        kind = 'det' if eight and (df['score'] != df['score'].round()).any() else 'gt'
+        if kind == 'gt':   # the GT rules (boxes within [0, 1]) on the same table, messages still by line
+            g = df.rename(columns={'score': 'person_id'})
+            if not eight: g['person_id'] = np.nan
+            df, _ = read_ava_table(g, 'gt')
+    cols = AVA_COLUMNS + (['person_id' if kind == 'gt' else 'score'] if eight else [])
+    df = df[cols].reset_index(drop=True)
     if 'person_id' in df: df['person_id'] = df['person_id'].astype(int)
     return df
 

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .core import OvstadError, ClassList, atomic_write, atomic_save_json, cli_group
+from .core import OvstadError, ClassList, atomic_write, atomic_save_json, cli_group, ensure_writable
 
 # %% auto #0
 __all__ = ['ACT_COLUMNS', 'AVA_GT_COLUMNS', 'AVA_DET_COLUMNS', 'FrameMAPResult', 'act_iou', 'act_pr_to_ap', 'act_frame_map',
-           'ava_iou', 'voc_ap', 'ava_frame_map', 'write_ava_detections', 'write_act_detections', 'read_act_detections',
-           'plot_result', 'add_cli']
+           'read_ava_table', 'ava_iou', 'voc_ap', 'ava_frame_map', 'write_ava_detections', 'write_act_detections',
+           'read_act_detections', 'plot_result', 'add_cli']
 
 # %% ../nbs/03_eval.ipynb #e2f81298
 @dataclass
@@ -90,11 +90,13 @@ def _short(xs, n=8):
 
 # %% ../nbs/03_eval.ipynb #dffc62ef
 def _bad_rows(what: str, df: pd.DataFrame, mask, problem: str, fix: str) -> OvstadError:
-    "An `OvstadError` naming the first offending rows of `df` (by index label) and how many there are."
+    "An `OvstadError` naming the first offending rows of `df` (1-based file lines when read from a file, else index labels)."
     mask = np.asarray(mask, dtype=bool)
     idx = df.index[mask]
     cols = [c for c in df.columns][:9]
-    head = df.loc[idx[:3], cols].to_string(header=False, max_colwidth=24).replace('\n', '; ')
+    head = df.loc[idx[:3], cols].to_string(header=False, index=False, max_colwidth=24).replace('\n', '; ')
+    if df.attrs.get('lines'):
+        return OvstadError(f"{what}:{idx[0]}: {mask.sum()} row(s) {problem} (lines {_short(idx.tolist(), 5)}: {head}). {fix}")
     return OvstadError(f"{what}: {mask.sum()} row(s) {problem} (rows {_short(idx.tolist(), 5)}: {head}). {fix}")
 
 def _select_classes(cl: ClassList, classes) -> ClassList:
@@ -286,30 +288,57 @@ def _act_class_tp(dkey, dbox, dscore, gk, gb, th):
 AVA_GT_COLUMNS = ['video_id', 'timestamp', 'x1', 'y1', 'x2', 'y2', 'action_id', 'person_id']
 AVA_DET_COLUMNS = ['video_id', 'timestamp', 'x1', 'y1', 'x2', 'y2', 'action_id', 'score']
 
-def _read_ava_table(src, kind: str) -> tuple[pd.DataFrame, str]:
-    "An AVA CSV (path or DataFrame) as a DataFrame with named columns, and a label for messages."
+def _not_csv(p: Path, kind: str) -> OvstadError:
+    head = p.read_bytes()[:2]
+    what = 'a Python pickle' if head[:1] == b'\x80' else 'binary data'
+    return OvstadError(f"{p}: this is {what}, not an AVA {kind} CSV; pass the CSV of the official layout "
+                       "(video_id,timestamp,x1,y1,x2,y2,action_id,person_id|score, no header)")
+
+def read_ava_table(src,                # AVA CSV path or DataFrame (7 or 8 columns, or the named columns)
+                   kind: str = 'gt',   # 'gt' (8th column person_id, optional) or 'det' (8th column score; 1.0 if absent)
+                  ) -> tuple[pd.DataFrame, str]:
+    """The one validator of AVA CSVs (`ovstad eval ava`, `ovstad data inspect`, the dataset readers): a DataFrame
+    with the 8 named columns (float64 boxes, int64 timestamp and action id) and a label for messages.
+
+    Rules, as the official reader needs them: 7 or 8 columns per row (7-column GT rows are accepted, as the official
+    `read_csv` does; a 7-column detection row scores 1.0); no header line; finite numbers; integer timestamp and action
+    id; x1 <= x2, y1 <= y2; GT boxes normalized to [0, 1] (detections are not clipped, as the official code leaves
+    them). Problems name the file's 1-based line numbers (DataFrame inputs: the index labels)."""
     last = 'person_id' if kind == 'gt' else 'score'
     if isinstance(src, pd.DataFrame):
-        df, what = src.copy(), f'AVA {kind} table'
+        df = src.copy(); what = str(df.attrs.get('source', f'AVA {kind} table'))
         if 'video_id' not in df.columns:
             if df.shape[1] not in (7, 8): raise OvstadError(f"{what}: expected 7 or 8 columns, got {df.shape[1]}")
             df.columns = AVA_GT_COLUMNS[:7] + [last][:df.shape[1] - 7]
     else:
         p = Path(src); what = str(p)
         if not p.exists(): raise OvstadError(f"AVA {kind} file {p} does not exist")
+        if p.is_dir(): raise OvstadError(f"{p} is a folder; pass the AVA {kind} CSV file")
         try:
-            df = pd.read_csv(p, header=None, dtype={0: str}, skipinitialspace=True)
+            df = pd.read_csv(p, header=None, dtype={0: str}, skipinitialspace=True, skip_blank_lines=False)
         except pd.errors.EmptyDataError:
-            df = pd.DataFrame(columns=range(8 if kind == 'gt' else 8))
+            df = pd.DataFrame(columns=range(8))
+        except UnicodeDecodeError: raise _not_csv(p, kind) from None
+        except pd.errors.ParserError as e:
+            raise OvstadError(f"{p}: rows have different numbers of columns ({str(e).strip()[:120]}); every AVA CSV row "
+                              "has 7 or 8 comma-separated fields") from None
+        df.index = pd.RangeIndex(1, len(df) + 1)      # 1-based line numbers in messages
+        blank = df.isna().all(axis=1).to_numpy()
+        if blank.any(): df = df[~blank]                # blank lines
+        df.attrs.update(lines=True, source=str(p))
         if df.shape[1] not in (7, 8): raise OvstadError(f"{p}: expected 7 or 8 columns per row (AVA CSV), got {df.shape[1]}")
         df.columns = AVA_GT_COLUMNS[:7] + [last][:df.shape[1] - 7]
     miss = [c for c in AVA_GT_COLUMNS[:7] if c not in df.columns]
     if miss: raise OvstadError(f"{what}: missing columns {miss}")
+    n_cols = 8 if last in df.columns else 7
     if last not in df.columns: df[last] = 1.0 if kind == 'det' else np.nan
     df['video_id'] = df['video_id'].astype(str)
     num = df[['timestamp', 'x1', 'y1', 'x2', 'y2', 'action_id', last]].apply(pd.to_numeric, errors='coerce')
     need = ['timestamp', 'x1', 'y1', 'x2', 'y2', 'action_id'] + (['score'] if kind == 'det' else [])
     nan = num[need].isna().any(axis=1).to_numpy()
+    if len(df) and nan[0] and df.attrs.get('lines') and num[need].iloc[0].isna().sum() >= 3:
+        raise OvstadError(f"{what}:{df.index[0]}: this looks like a header line "
+                          f"({','.join(map(str, df.iloc[0].tolist()))[:80]}); AVA CSVs have no header: remove the header line")
     if nan.any(): raise _bad_rows(what, df, nan, 'have a NaN or non-numeric timestamp, coordinate, action id' +
                                   (' or score' if kind == 'det' else ''), 'Every row needs finite numbers there.')
     for c in ('timestamp', 'action_id'):
@@ -319,12 +348,19 @@ def _read_ava_table(src, kind: str) -> tuple[pd.DataFrame, str]:
     for a, b in (('x1', 'x2'), ('y1', 'y2')):
         bad = (num[b] < num[a]).to_numpy()
         if bad.any(): raise _bad_rows(what, df, bad, f'have {b} < {a}', 'Boxes are x1, y1, x2, y2, normalized to [0, 1].')
+    if kind == 'gt':
+        box = num[['x1', 'y1', 'x2', 'y2']].to_numpy()
+        bad = ((box < 0) | (box > 1)).any(axis=1)
+        if bad.any(): raise _bad_rows(what, df, bad, 'have box coordinates outside [0, 1]',
+                                      'AVA boxes are normalized by the frame size (pixel boxes: divide by width and height).')
     out = pd.DataFrame({'video_id': df['video_id'].to_numpy(), 'timestamp': num['timestamp'].to_numpy(np.int64),
                         'x1': num['x1'].to_numpy(np.float64), 'y1': num['y1'].to_numpy(np.float64),
                         'x2': num['x2'].to_numpy(np.float64), 'y2': num['y2'].to_numpy(np.float64),
                         'action_id': num['action_id'].to_numpy(np.int64), last: num[last].to_numpy(np.float64)},
                        index=df.index)
+    out.attrs.update(df.attrs); out.attrs['n_columns'] = n_cols
     return out, what
+
 
 def _read_exclusions(src) -> set:
     "Excluded keyframes as a set of (video_id, timestamp) from a CSV path, a DataFrame or (video, ts) pairs."
@@ -457,9 +493,9 @@ def ava_frame_map(gt_csv,               # AVA GT CSV path or DataFrame: video_id
     excl = _read_exclusions(exclusions)
     notes, timings = [], {}
     t0 = time.perf_counter()
-    gt, gwhat = _read_ava_table(gt_csv, 'gt')
+    gt, gwhat = read_ava_table(gt_csv, 'gt')
     gt_videos = set(gt['video_id'])
-    det, dwhat = _read_ava_table(detections_csv, 'det')
+    det, dwhat = read_ava_table(detections_csv, 'det')
     t1 = time.perf_counter(); timings['parse'] = t1 - t0
     # label map vs GT: official drops unlisted ids; refuse when the map clearly does not describe this GT
     inmap = np.isin(gt['action_id'].to_numpy(), wl)
@@ -608,7 +644,17 @@ def read_act_detections(path: str | Path) -> pd.DataFrame:
     "Read a detection table written by `write_act_detections`."
     p = Path(path)
     if not p.exists(): raise OvstadError(f"detections file {p} does not exist")
-    df = pd.read_csv(p, dtype={'video': str})
+    if p.is_dir(): raise OvstadError(f"detections {p} is a folder; pass the CSV that `ovstad detect` wrote")
+    try: df = pd.read_csv(p, dtype={'video': str})
+    except pd.errors.EmptyDataError:
+        raise OvstadError(f"{p} is empty: an ACT detections CSV needs at least its header line "
+                          f"{','.join(ACT_COLUMNS)} (a model that detects nothing writes the header alone)") from None
+    except UnicodeDecodeError:
+        raise OvstadError(f"{p} is not a text CSV (a pickle or binary file?); ACT detections are a CSV with the header "
+                          f"{','.join(ACT_COLUMNS)}") from None
+    except pd.errors.ParserError as e:
+        raise OvstadError(f"{p}: not a well-formed CSV ({str(e).strip()[:120]}); expected the header "
+                          f"{','.join(ACT_COLUMNS)} and one detection per line") from None
     miss = [c for c in ACT_COLUMNS if c not in df.columns]
     if miss: raise OvstadError(f"{p}: missing columns {miss}; expected a header {','.join(ACT_COLUMNS)}")
     return df
@@ -656,11 +702,12 @@ def _parse_classes(xs):
     return None if not xs else [int(x) if x.isdigit() else x for x in xs]
 
 def _cli_act(a):
-    p = Path(a.detections)
-    det = read_act_detections(p)
+    if a.json: ensure_writable(a.json, 'JSON summary')   # before the work, not after the table is printed
+    det = read_act_detections(a.detections)
     return _print_result(act_frame_map(a.gt, det, split=a.split, iou_threshold=a.iou, classes=_parse_classes(a.classes)), a.json)
 
 def _cli_ava(a):
+    if a.json: ensure_writable(a.json, 'JSON summary')
     res = ava_frame_map(a.gt, a.detections, a.label_map, exclusions=a.exclusions, classes=_parse_classes(a.classes),
                         unannotated=a.unannotated, iou_threshold=a.iou)
     return _print_result(res, a.json)

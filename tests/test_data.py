@@ -288,7 +288,7 @@ def test_inspect_every_real_file(rel, fmt, expect):
 def test_inspect_errors(tmp_path):
     (tmp_path/'bad.csv').write_text('v,0902,0.1,0.1,0.5,0.5,12,0\nv,0903,0.1,0.1,1.5,0.5,12,0\n')
     r = _inspect(tmp_path/'bad.csv')
-    assert r.returncode == 2 and 'bad.csv:2' in r.stderr and "field 'x1,y1,x2,y2'" in r.stderr
+    assert r.returncode == 2 and 'bad.csv:2' in r.stderr and 'box coordinates outside [0, 1]' in r.stderr
     (tmp_path/'p.pkl').write_bytes(pickle.dumps({'vid,00003': np.array([[5, 5, 1, 9, 0.9]])}))
     r = _inspect(tmp_path/'p.pkl')
     assert r.returncode == 2 and "key 'vid,00003': field 'x2/y2'" in r.stderr

@@ -174,6 +174,47 @@ def test_data_inspect_bad_inputs(tmp_path, capsys):
     h = tmp_path/'det.csv'; h.write_text('video_id,timestamp,x1,y1,x2,y2,action_id,score\nv,902,0.1,0.1,0.5,0.5,1,0.9\n')
     refused(cli(capsys, 'data', 'inspect', h), 'det.csv:1:', 'remove the header line')
 
+def _ava_files(tmp_path):
+    gt = tmp_path/'gt.csv'; gt.write_text('v,0902,0.1,0.1,0.5,0.5,1,0\nv,0902,0.5,0.5,0.9,0.9,2,1\n')
+    det = tmp_path/'dets.csv'; det.write_text('v,0902,0.1,0.1,0.5,0.5,1,0.9\nv,0902,0.5,0.5,0.9,0.9,2,0.8\n')
+    lm = tmp_path/'map.txt'; lm.write_text('1: stand\n2: walk\n'); return gt, det, lm
+
+def test_eval_ava_bad_inputs_name_the_file_and_line(tmp_path, capsys):
+    gt, det, lm = _ava_files(tmp_path)
+    assert cli(capsys, 'eval', 'ava', gt, det, '--label-map', lm).returncode == 0
+    pk = tmp_path/'x.pkl'; pk.write_bytes(pickle.dumps({'a': 1}))
+    refused(cli(capsys, 'eval', 'ava', pk, det, '--label-map', lm), 'x.pkl: this is a Python pickle, not an AVA gt CSV')
+    refused(cli(capsys, 'eval', 'ava', gt, pk, '--label-map', lm), 'x.pkl: this is a Python pickle, not an AVA det CSV')
+    h = tmp_path/'h.csv'; h.write_text('video_id,timestamp,x1,y1,x2,y2,action_id,score\n' + det.read_text())
+    refused(cli(capsys, 'eval', 'ava', gt, h, '--label-map', lm), 'h.csv:1: this looks like a header line', 'remove the header line')
+    bad = tmp_path/'bad.csv'; bad.write_text(det.read_text() + 'v,0902,abc,0.1,0.5,0.5,1,0.9\n')
+    refused(cli(capsys, 'eval', 'ava', gt, bad, '--label-map', lm), 'bad.csv:3: 1 row(s) have a NaN or non-numeric', '(lines 3:')
+
+def test_eval_ava_and_inspect_share_one_validator(tmp_path, capsys):
+    "GT rows that `data inspect` rejects, `eval ava` rejects too, with the same 1-based line."
+    _, det, lm = _ava_files(tmp_path)
+    big = tmp_path/'big.csv'; big.write_text('v,0902,0.1,0.1,0.5,0.5,1,0\nv,0902,0.1,0.1,1.5,0.5,2,1\n')
+    for r in (cli(capsys, 'data', 'inspect', big), cli(capsys, 'eval', 'ava', big, det, '--label-map', lm)):
+        refused(r, 'big.csv:2: 1 row(s) have box coordinates outside [0, 1]')
+    seven = tmp_path/'seven.csv'; seven.write_text('v,0902,0.1,0.1,0.5,0.5,1\nv,0902,0.5,0.5,0.9,0.9,2\n')
+    assert cli(capsys, 'data', 'inspect', seven).returncode == 0          # the official reader takes 7-column GT rows
+    assert cli(capsys, 'eval', 'ava', seven, det, '--label-map', lm).returncode == 0
+
+def test_eval_act_empty_binary_and_unwritable_json(tmp_path, capsys):
+    gt = _act(tmp_path, {0: [np.array([[1, 0, 0, 10, 10]], np.float32)]})
+    e = tmp_path/'empty.csv'; e.write_text('')
+    refused(cli(capsys, 'eval', 'act', gt, e), 'empty.csv is empty', 'header line')
+    pk = tmp_path/'x.pkl'; pk.write_bytes(pickle.dumps({'a': 1}))
+    refused(cli(capsys, 'eval', 'act', gt, pk), 'x.pkl is not a text CSV')
+    h = tmp_path/'h.csv'; h.write_text('video,frame,label,score,x1,y1,x2,y2\n')
+    (tmp_path/'afile').write_text('')
+    r = cli(capsys, 'eval', 'act', gt, h, '--json', tmp_path/'afile'/'o.json')
+    refused(r, 'JSON summary', 'is a file, not a folder')
+    assert 'AP (%)' not in r.stdout                                       # refused before the work, not after the table
+    gt_a, det_a, lm = _ava_files(tmp_path)
+    r = cli(capsys, 'eval', 'ava', gt_a, det_a, '--label-map', lm, '--json', tmp_path/'afile'/'o.json')
+    refused(r, 'is a file, not a folder'); assert 'AP (%)' not in r.stdout
+
 def test_data_inspect_knows_the_projects_own_files(tmp_path):
     from ovstad.data import inspect_path
     from ovstad.benchmarks import default_ov_ava_split_path
