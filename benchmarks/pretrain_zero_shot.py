@@ -62,6 +62,8 @@ def parse(argv=None):
     ap.add_argument('--hmax', type=float, default=None, help='largest pretraining body height, share of the frame')
     ap.add_argument('--action-p', type=float, default=None, help='share of captions that name what the people do')
     ap.add_argument('--scene-p', type=float, default=None, help='share of action captions that also name the scene (v6 0.2)')
+    ap.add_argument('--canonical', action='store_true',
+                    help="captions name each action in the prompts' own words ('a person wave left arm'; novel ones paraphrased)")
     ap.add_argument('--no-lead', action='store_true', help='actions start on the first frame of the clip (v5), not before it')
     ap.add_argument('--one-person', action='store_true', help='only one person per pretraining clip')
     ap.add_argument('--text-uniformity', type=float, default=1.0, help="caption uniformity weight (mini recipe: 1.0)")
@@ -88,6 +90,13 @@ def calibrate(a) -> dict:
     synth._LIMB_W, synth._PRETRAIN_HEIGHT = p['limb_w'], tuple(p['heights'])
     synth._PRETRAIN_PEOPLE_P, synth._CAPTION_ACTION_P = tuple(p['people_p']), p['action_p']
     synth._PRETRAIN_LEAD, synth._CAPTION_SCENE_P = tuple(p['lead']), p['scene_p']
+    p['canonical'] = bool(a.canonical)
+    if a.canonical:   # the label's words for base actions (never a novel name verbatim), the world's subject words
+        clause = synth._clause
+        def canonical(rng, person, n):
+            name = person.segments[0][0]['action']
+            return clause(rng, person, n) if name in synth._NOVEL_NAMES else f"{synth._subject(rng, person, n)} {name}"
+        synth._clause = canonical
     return p
 
 

@@ -24,7 +24,7 @@ from .data import (read_act_gt, read_ucf24_corrected, ucf24_to_act, read_frame_p
 __all__ = ['SOURCES', 'action_phrase', 'make_prompts', 'CombinedResult', 'combine_results', 'UCFJHMDB', 'ava_action_type',
            'default_ov_ava_split_path', 'read_ov_ava_split', 'check_ov_ava_split', 'make_ov_ava_split', 'OVAVA',
            'split_actions', 'split_tube', 'hcstvg_pairs', 'vidstg_pairs', 'region_text_stats', 'stats_markdown',
-           'build_region_text_pairs', 'RegionTextDataset', 'add_cli']
+           'build_region_text_pairs', 'RegionTextDataset']
 
 # %% ../nbs/05_benchmarks.ipynb #82c993f5
 def action_phrase(name: str) -> str:
@@ -487,6 +487,8 @@ class RegionTextDataset(torch.utils.data.Dataset):
 
 # %% ../nbs/05_benchmarks.ipynb #81c41bf3
 def _cmd_region_text(args) -> int:
+    if args.sources is None: args.sources = [s for s in SOURCES if getattr(args, s)] or None
+    if not args.sources: raise OvstadError("give --hcstvg and/or --vidstg")
     st = build_region_text_pairs(hcstvg=args.hcstvg, vidstg=args.vidstg, out=args.out, fraction=args.fraction,
                                  sources=args.sources, seed=args.seed)
     print(stats_markdown(st['sources']), end='')
@@ -494,26 +496,3 @@ def _cmd_region_text(args) -> int:
         if any(v.values()): print(f"{k}: {v}")
     print(f"wrote {Path(args.out)/'pairs.npz'}, stats.json, stats.md")
     return 0
-
-def add_cli(sub) -> None:
-    "Add `ovstad data region-text`."
-    import argparse
-    g = cli_group(sub, 'data', 'Dataset readers and tools')
-    p = g.add_parser('region-text', help='mine region-text pairs from HC-STVG / VidSTG and write Table 1 statistics',
-                     description='Split HC-STVG descriptions into single-action sentences paired with chronological sub-tubes, '
-                                 'and pair VidSTG person captions with their target tubes; write pairs.npz (and pairs.parquet '
-                                 'when pyarrow is installed), stats.json and stats.md (Table 1).',
-                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                     epilog='examples:\n  ovstad data region-text --hcstvg data/mini/hcstvg --vidstg data/mini/vidstg --out runs/pairs\n'
-                            '  ovstad data region-text --hcstvg data/hcstvg/anno_v2/train_v2.json --sources hcstvg --fraction 0.25 --out runs/pairs25')
-    p.add_argument('--hcstvg', help='HC-STVG training JSON, or its dataset folder (train.json / anno_v2/train_v2.json)')
-    p.add_argument('--vidstg', help='VidSTG train_annotations.json, or its folder (with vidor/annotation/ trajectories)')
-    p.add_argument('--out', required=True, help='output folder')
-    p.add_argument('--fraction', type=float, default=1.0, help='keep this fraction of the pairs per source (whole sentences; Table 4)')
-    p.add_argument('--sources', default=None, help='comma-separated subset of hcstvg,vidstg (default: the ones given)')
-    p.add_argument('--seed', type=int, default=0, help='seed of the fraction sampling')
-    def _run(a):
-        if a.sources is None: a.sources = [s for s in SOURCES if getattr(a, s)] or None
-        if not a.sources: raise OvstadError("give --hcstvg and/or --vidstg")
-        return _cmd_region_text(a)
-    p.set_defaults(func=_run)

@@ -1,4 +1,4 @@
-"""The `ovstad` command: one entry point whose subcommands come from the library's modules.
+"""The `ovstad` command: every subcommand defined in one place, each calling the library function that does the work.
 
 Docs: https://github.com/ovstad/ovstad/cli.html.md"""
 
@@ -7,16 +7,262 @@ Docs: https://github.com/ovstad/ovstad/cli.html.md"""
 # %% ../nbs/99_cli.ipynb #4695e70c
 from __future__ import annotations
 import argparse, importlib, os, sys, textwrap
-from .core import OvstadError, trust_checkpoints
+from .core import (OvstadError, Settings, cli_group, trust_checkpoints, BENCHMARKS, CONFIG_NAMES, FORMATS,
+                         PROFILES, WORLD_PROFILES)
 from . import __version__
 
 # %% auto #0
-__all__ = ['SUBCOMMAND_MODULES', 'build_parser', 'main']
+__all__ = ['build_parser', 'main']
+
+# %% ../nbs/99_cli.ipynb #02ac15f8
+_FMT = argparse.RawDescriptionHelpFormatter
+
+def _common(p, stage: str):
+    p.add_argument('--profile', default=None, choices=PROFILES, help='smoke | mini (generated worlds) | full (settings.ini [full]); default: settings.ini [defaults] profile')
+    p.add_argument('--data-root', default=None, help='folder of the world (default: data/<profile>, generated when missing)')
+    p.add_argument('--runs-dir', default=None, help='parent folder of run folders (default: settings.ini [paths] runs)')
+    p.add_argument('--device', default=None, help='auto | cpu | cuda | cuda:N (default: settings.ini [defaults] device)')
+    p.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
+                   help=f'override a field of the {stage} config (repeatable); see --show-config for the fields')
+    p.add_argument('--show-config', action='store_true', help='print the resolved config with its field comments and exit')
+
+def _add_synth(sub) -> None:
+    "Add `ovstad mini build` to the `ovstad` command."
+    g = cli_group(sub, 'mini', 'The embedded mini world (generated videos in the real datasets\' formats)')
+    p = g.add_parser('build', help='Generate a mini world (videos + annotations in real formats)',
+                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                     description='Render the mini world: pretraining video-caption pairs, a UCF-JHMDB analog (base/novel), an '
+                                 'OV-AVA analog (3:1 base/novel), HC-STVG and VidSTG analogs, all in the real file formats, '
+                                 'plus README.md and contact_sheet.png. world.json is written last and marks a complete build.',
+                     epilog='examples:\n  ovstad mini build --profile smoke --out data/smoke\n'
+                            '  ovstad mini build --profile mini --out data/mini --seed 1 --workers 2')
+    p.add_argument('--profile', choices=WORLD_PROFILES, default='mini', help='world size: smoke (toy, seconds) or mini (thousands of clips, minutes)')
+    p.add_argument('--out', required=True, help='output folder, e.g. data/mini (only the world\'s own files in it are replaced)')
+    p.add_argument('--seed', type=int, default=0, help='random seed; the same seed gives identical annotations and frames')
+    p.add_argument('--workers', type=int, default=None, help='render processes (default: min(2, CPU count))')
+    p.add_argument('--force', action='store_true', help='rebuild even if world.json says this world is already built')
+    p.add_argument('--quiet', action='store_true', help='no progress bar')
+    p.set_defaults(func='ovstad.synth:_cmd_build')
+
+def _add_data(sub) -> None:
+    "Add `ovstad data inspect` to the `ovstad` command."
+    g = cli_group(sub, 'data', 'Dataset readers and tools')
+    p = g.add_parser('inspect', help='summarize an annotation file or video (format, videos, labels, tubes, boxes, sentences)',
+                     description='Detect the format of an annotation file or video and print what it holds. '
+                                 'A malformed file gets an error naming the file, the record and the field.',
+                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                     epilog='examples:\n  ovstad data inspect ../shared/data/jhmdb/JHMDB-GT.pkl\n'
+                            '  ovstad data inspect data/mini/ava/ava_val_v2.2.csv --json\n'
+                            '  ovstad data inspect clip.mp4 --format video')
+    p.add_argument('path', help='annotation file (pkl, csv, json, pbtxt/txt) or video')
+    p.add_argument('--format', default='auto', choices=FORMATS, help='file format (default: detect from name and content)')
+    p.add_argument('--json', action='store_true', help='print the summary as JSON')
+    p.set_defaults(func='ovstad.data:_cmd_inspect')
+
+def _add_benchmarks(sub) -> None:
+    "Add `ovstad data region-text`."
+    g = cli_group(sub, 'data', 'Dataset readers and tools')
+    p = g.add_parser('region-text', help='mine region-text pairs from HC-STVG / VidSTG and write Table 1 statistics',
+                     description='Split HC-STVG descriptions into single-action sentences paired with chronological sub-tubes, '
+                                 'and pair VidSTG person captions with their target tubes; write pairs.npz (and pairs.parquet '
+                                 'when pyarrow is installed), stats.json and stats.md (Table 1).',
+                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                     epilog='examples:\n  ovstad data region-text --hcstvg data/mini/hcstvg --vidstg data/mini/vidstg --out runs/pairs\n'
+                            '  ovstad data region-text --hcstvg data/hcstvg/anno_v2/train_v2.json --sources hcstvg --fraction 0.25 --out runs/pairs25')
+    p.add_argument('--hcstvg', help='HC-STVG training JSON, or its dataset folder (train.json / anno_v2/train_v2.json)')
+    p.add_argument('--vidstg', help='VidSTG train_annotations.json, or its folder (with vidor/annotation/ trajectories)')
+    p.add_argument('--out', required=True, help='output folder')
+    p.add_argument('--fraction', type=float, default=1.0, help='keep this fraction of the pairs per source (whole sentences; Table 4)')
+    p.add_argument('--sources', default=None, help='comma-separated subset of hcstvg,vidstg (default: the ones given)')
+    p.add_argument('--seed', type=int, default=0, help='seed of the fraction sampling')
+    p.set_defaults(func='ovstad.benchmarks:_cmd_region_text')
+
+def _add_models(sub) -> None:
+    "Add `ovstad model configs|inspect|init`."
+    g = cli_group(sub, 'model', 'ViCLIP models and checkpoints')
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = g.add_parser('configs', help='list the named ViCLIP sizes', description='List the named ViCLIP configs and their parameter counts.',
+                     epilog='example:\n  ovstad model configs', formatter_class=fmt)
+    p.set_defaults(func='ovstad.models:_cmd_configs')
+    p = g.add_parser('inspect', help='strictly load a checkpoint and report what it holds', formatter_class=fmt,
+                     description='Load a ViCLIP checkpoint (real ViCLIP layout or ours) strictly and print what the load found: '
+                                 'layout, inferred size, resampled embeddings. Missing, unexpected or wrongly shaped keys are an error.',
+                     epilog='example:\n  ovstad model inspect data/weights/ViCLIP-B_InternVid-FLT-10M.pth --image-size 256')
+    p.add_argument('checkpoint', help='path to a .pth file')
+    p.add_argument('--image-size', type=int, default=None, help='resample the spatial position embedding for this input side (pixels)')
+    p.add_argument('--num-frames', type=int, default=None, help='resample the temporal position embedding for this many frames')
+    p.set_defaults(func='ovstad.models:_cmd_inspect')
+    p = g.add_parser('init', help='write a randomly initialised checkpoint', formatter_class=fmt,
+                     description='Write a randomly initialised ViCLIP of a named size in the checkpoint layout (for tests and from-scratch training).',
+                     epilog='example:\n  ovstad model init --config smoke --out /tmp/smoke.pth')
+    p.add_argument('--config', default='mini', choices=CONFIG_NAMES, help='named size (default: mini)')
+    p.add_argument('--out', required=True, help='output .pth path')
+    p.add_argument('--seed', type=int, default=0, help='random seed (default: 0)')
+    p.set_defaults(func='ovstad.models:_cmd_init')
+
+def _add_eval(sub):
+    "Add `ovstad eval act|ava`."
+    g = cli_group(sub, 'eval', 'Frame mAP@0.5 of detections: ACT protocol (UCF101-24/JHMDB) or official AVA protocol')
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = g.add_parser('act', formatter_class=fmt, help='Frame mAP as ACT/MOC-Detector frameAP (UCF101-24, JHMDB)',
+                     description='Frame mAP@IoU of per-frame detections on the test videos of one split, as ACT/MOC-Detector '
+                                 'frameAP computes it (+1-pixel IoU, greedy matching, trapezoid AP on the raw PR curve).',
+                     epilog='detections CSV: header video,frame,label,score,x1,y1,x2,y2 (1-based frame, label = index into '
+                            'the GT labels, pixels)\n\nexample:\n  ovstad eval act ../shared/data/jhmdb/JHMDB-GT.pkl dets.csv '
+                            '--split 1 --json frame_map.json')
+    p.add_argument('gt', help='ACT-style GT pickle (e.g. JHMDB-GT.pkl, UCF101v2-GT.pkl)')
+    p.add_argument('detections', help='detections CSV (see below)')
+    p.add_argument('--split', type=int, default=1, help='test split to evaluate, 1-based (default: 1)')
+    p.add_argument('--iou', type=float, default=0.5, help='IoU threshold (default: 0.5)')
+    p.add_argument('--classes', nargs='+', help='class names or label indices to average over (default: all)')
+    p.add_argument('--json', help='also write the summary to this JSON file')
+    p.set_defaults(func='ovstad.eval:_cli_act')
+    p = g.add_parser('ava', formatter_class=fmt, help='Frame mAP as the official ActivityNet AVA evaluator',
+                     description='Frame mAP@IoU of keyframe detections exactly as the official AVA evaluator computes it '
+                                 '(top-50 per keyframe, VOC AP, nan-mean over the label map).',
+                     epilog='files are the official CSV layouts: video_id,timestamp,x1,y1,x2,y2,action_id,person_id (GT) '
+                            'and ...,action_id,score (detections), normalized boxes\n\nexample:\n  ovstad eval ava ava_val_v2.2.csv '
+                            'dets.csv --label-map ava_action_list_v2.2_for_activitynet_2019.pbtxt \\\n'
+                            '      --exclusions ava_val_excluded_timestamps_v2.2.csv --json frame_map.json')
+    p.add_argument('gt', help='GT CSV')
+    p.add_argument('detections', help='detections CSV')
+    p.add_argument('--label-map', required=True, help='label map (pbtxt or `id: name` lines): the evaluated classes')
+    p.add_argument('--exclusions', help='CSV of excluded keyframes (video_id,timestamp)')
+    p.add_argument('--classes', nargs='+', help='class names or ids to average over (default: the whole label map)')
+    p.add_argument('--unannotated', choices=['ignore', 'fp'], default='ignore',
+                   help="detections on keyframes without GT: ignored (GT-key filter, default) or false positives "
+                        "(the plain ActivityNet script)")
+    p.add_argument('--iou', type=float, default=0.5, help='IoU threshold (default: 0.5)')
+    p.add_argument('--json', help='also write the summary to this JSON file')
+    p.set_defaults(func='ovstad.eval:_cli_ava')
+
+def _add_stages(sub) -> None:
+    "Add `ovstad train pretrain|align|finetune|chain`, `ovstad detect-run` and `ovstad evaluate`."
+    g = cli_group(sub, 'train', 'Train the stages of the method (pretrain, align, finetune) or run whole chains')
+    docs = {'pretrain': ('video-text contrastive pretraining (Eq. 1) of a ViCLIP from scratch',
+                         'ovstad train pretrain --profile mini\n  ovstad train pretrain --profile full --data my_videos/ --set model=b16'),
+            'align': ('video region-text alignment (Eq. 5-6), text tower frozen, fusion ratio beta',
+                      'ovstad train align --profile mini --set beta=0.3\n  ovstad train align --set sources=hcstvg --set fraction=0.25'),
+            'finetune': ('base-class finetuning (Eq. 3-4) with fusion ratio beta',
+                         'ovstad train finetune --profile mini --init runs/align-1a2b3c4d5e6f --set beta=0.3\n'
+                         '  torchrun --nproc_per_node 2 $(which ovstad) train finetune --profile full --resume')}
+    for stage, (what, ex) in docs.items():
+        p = g.add_parser(stage, help=what, formatter_class=_FMT,
+                         description=f"{what[0].upper() + what[1:]}. The run goes to RUNS/{stage}-<hash of config and inputs>; "
+                                     "a complete run is reused. Checkpoints are written every ckpt_every steps; --resume continues "
+                                     "an interrupted run from its latest checkpoint.",
+                         epilog=f"examples:\n  {ex}")
+        if stage != 'pretrain':
+            p.add_argument('--init', default=None, help='start from this run folder or ViCLIP checkpoint (default: the profile\'s base ViCLIP)')
+        else:
+            p.add_argument('--data', default=None, help='a video-text folder (captions.json + videos/) instead of the world\'s pretrain/')
+        if stage == 'finetune':
+            p.add_argument('--benchmark', default='ucf_jhmdb', choices=BENCHMARKS, help='benchmark whose base classes to train on')
+        p.add_argument('--resume', action='store_true', help='continue an interrupted run from its latest checkpoint')
+        _common(p, stage)
+        p.set_defaults(func='ovstad.stages:_cmd_train', stage=stage, data=None, init=None)
+    p = g.add_parser('chain', help='run (or --plan) a whole chain: [pretrain] -> [align] -> [finetune] -> detect -> evaluate',
+                     formatter_class=_FMT, description='Run the runs one row of a paper table needs, reusing complete ones, '
+                     'and print base / novel / all Frame mAP@0.5. With --plan, print each run\'s folder and the command that runs it alone.',
+                     epilog='examples:\n  ovstad train chain --profile smoke --finetune \'{"beta": 0.3}\'\n'
+                            '  ovstad train chain --profile mini --align \'{"beta": 0.3}\' --finetune \'{"beta": 0.3}\' --plan')
+    p.add_argument('--benchmark', default='ucf_jhmdb', choices=BENCHMARKS, help='benchmark (default: ucf_jhmdb)')
+    p.add_argument('--align', default=None, help='JSON AlignConfig overrides to include alignment, e.g. \'{"beta": 1.0}\' ({} = recipe)')
+    p.add_argument('--finetune', default=None, help='JSON FinetuneConfig overrides to include finetuning, e.g. \'{"beta": 0.3}\'')
+    p.add_argument('--eval-beta', type=float, default=None, help='fusion ratio at inference (default: the finetune\'s, else the align\'s, else 0)')
+    p.add_argument('--seed', type=int, default=0, help='seed of the training runs')
+    p.add_argument('--plan', action='store_true', help='print the runs and their commands without running anything')
+    _common(p, 'chain'); p.set_defaults(func='ovstad.stages:_cmd_chain', overrides=[])
+    p = g.add_parser('release', help='write a pretrain run as a released ViCLIP file (half precision) that chains start from',
+                     formatter_class=_FMT,
+                     description="Write the ViCLIP of a complete pretrain run as a released file, with a JSON card beside it "
+                                 "(run, config, the command that re-derives it, world version, sha256). The mini profile's chains "
+                                 "start from settings.ini [mini] viclip_checkpoint, as the paper's start from InternVid's ViCLIP.",
+                     epilog='example:\n  ovstad train pretrain --profile mini\n'
+                            '  ovstad train release runs/pretrain-1a2b3c4d5e6f --out data/viclip-mini/viclip-mini.pt')
+    p.add_argument('run', help='a complete pretrain run folder')
+    p.add_argument('--out', required=True, help='the released file to write (its .json card goes beside it)')
+    p.add_argument('--fp32', action='store_true', help='keep float32 weights (default: float16, half the size)')
+    p.set_defaults(func='ovstad.stages:_cmd_release')
+    p = sub.add_parser('detect-run', help="score a benchmark's eval proposals with a trained model (writes detections)",
+                       formatter_class=_FMT,
+                       description="Score every proposal of the benchmark's eval sets against base and novel prompts and write "
+                                   "detections.csv (ACT columns for UCF-JHMDB, the AVA CSV layout for OV-AVA) into "
+                                   "RUNS/detect-<hash>. For any video of your own use `ovstad detect VIDEO`.",
+                       epilog='examples:\n  ovstad detect-run --profile mini --init runs/finetune-1a2b3c4d5e6f --set beta=0.3\n'
+                              '  ovstad detect-run --profile mini --benchmark ov_ava --set beta=1.0   # zero-shot region features')
+    p.add_argument('--init', default=None, help="the model: a run folder or ViCLIP checkpoint (default: the profile's base ViCLIP)")
+    p.add_argument('--benchmark', default='ucf_jhmdb', choices=BENCHMARKS, help='benchmark (default: ucf_jhmdb)')
+    _common(p, 'detect'); p.set_defaults(func='ovstad.stages:_cmd_detect')
+    p = sub.add_parser('evaluate', help='Frame mAP@0.5 (base / novel / all) of a detect run', formatter_class=_FMT,
+                       description="Evaluate a detect run's detections with the benchmark's protocol (ACT frameAP for UCF-JHMDB, "
+                                   "the ActivityNet AVA evaluator for OV-AVA) and write metrics.json into RUNS/evaluate-<hash>.",
+                       epilog='example:\n  ovstad evaluate runs/detect-1a2b3c4d5e6f --profile mini')
+    p.add_argument('run', help='a detect run folder')
+    _common(p, 'evaluate'); p.set_defaults(func='ovstad.stages:_cmd_evaluate')
+
+def _add_explore(sub):
+    "Add `ovstad detect VIDEO ...`."
+    p = sub.add_parser('detect', help='Detect prompted actions of people in any video (AVA-style CSV out)',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=("Score person boxes on keyframes of any video against free-text prompts with an OV-STAD detector.\n"
+                     "Boxes come from --boxes FILE, else a torchvision COCO detector whose weights are already in the torch\n"
+                     "hub cache, else OpenCV's HOG people detector (weak; offline fallback). Output: AVA-layout CSV\n"
+                     "(video_id, timestamp, x1, y1, x2, y2 normalized, action_id, score) plus <out>.pbtxt naming the prompts."),
+        epilog=textwrap.dedent("""\
+            examples:
+              ovstad detect ../shared/data/videos/arm_wrestling.mp4 --prompts "a person arm wrestling; a person drinking" \\
+                  --out runs/detect/arm.csv --viz runs/detect/arm.mp4
+              ovstad detect clip.mp4 --prompts "wave;kick" --boxes boxes.csv --checkpoint ViCLIP-B_InternVid-FLT-10M.pth --out d.csv
+
+            boxes.csv: header frame,x1,y1,x2,y2[,score] (0-based frame, pixels) or timestamp,x1,y1,x2,y2[,score]
+            (seconds, normalized); or a frame-proposals pickle {"<video>,<frame:05d>": array(n, 5)}.
+            Without --checkpoint: settings.ini [full] viclip_checkpoint, else the mini world's pretrained model."""))
+    p.add_argument('video', help='any video file (mp4, avi, ...)')
+    p.add_argument('--prompts', required=True, nargs='+', help="prompts, separated by ';' or given as separate arguments")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument('--boxes', help='person boxes file (CSV or frame-proposals pickle, see below)')
+    g.add_argument('--detector', default='auto', choices=['auto', 'torchvision', 'hog'], help='person detector when no --boxes (default auto)')
+    p.add_argument('--detector-weights', help='torchvision detector weights file (fasterrcnn_resnet50_fpn_v2 layout)')
+    p.add_argument('--person-threshold', type=float, default=0.5, help='minimum person-detector score (default 0.5)')
+    p.add_argument('--checkpoint', help="ViCLIP-layout checkpoint, or smoke/mini/b16 for random weights")
+    p.add_argument('--out', required=True, help='detections CSV to write')
+    p.add_argument('--viz', help='also write an overlay video here (mp4)')
+    p.add_argument('--fps-keyframes', type=float, default=1.0, help='keyframes per second (default 1, as AVA)')
+    p.add_argument('--beta', type=float, default=0.3, help='fusion weight of the region feature (default 0.3)')
+    p.add_argument('--num-frames', type=int, help="frames per clip (default: the model's)")
+    p.add_argument('--stride', default='auto', help="frame stride within a clip (default auto: 1 for UCF101-24/JHMDB and 8 for AVA dataset folders, as the benchmarks train; else about 1 s per clip)")
+    p.add_argument('--device', default='cpu', help='cpu, cuda, auto (default cpu)')
+    p.set_defaults(func='ovstad.explore:_cmd_detect')
+    return p
+
+def _add_tables(sub) -> None:
+    "Add `ovstad reproduce` to the `ovstad` command."
+    s = Settings()
+    p = sub.add_parser('reproduce', help="Regenerate the paper's Tables 1-6 into reports/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the table notebooks (nbs/experiments/) with papermill on a profile and write reports/tableN.{md,csv,html,json} "
+                    "with measured and paper numbers side by side, plus reports/README.md. Stage runs are cached: a second "
+                    "invocation reuses finished runs and an interrupted one resumes.",
+        epilog="examples:\n  ovstad reproduce --profile smoke --tables 2,3     # toy size, two tables\n"
+               "  ovstad reproduce --profile mini                   # the embedded mini world (make reproduce)\n"
+               "  ovstad reproduce --profile full --gpus 0,1,2,3    # real data (see data/README.md), 4 GPUs")
+    p.add_argument('--profile', choices=['smoke', 'mini', 'full'], default=s.get('defaults', 'profile', 'mini'), help='data/model size (default from settings.ini)')
+    p.add_argument('--tables', default='all', help="comma-separated table numbers, e.g. 1,2,5 (default: all)")
+    p.add_argument('--pretrain-from-scratch', action='store_true',
+                   help="mini: pretrain the mini ViCLIP in the chain (about 20 min more on 2 cores) instead of starting from the "
+                        "shipped data/viclip-mini/viclip-mini.pt (settings.ini [mini] viclip_checkpoint)")
+    p.add_argument('--device', default=s.get('defaults', 'device', 'auto'), help='auto | cpu | cuda | cuda:N')
+    p.add_argument('--gpus', default=None, help='GPU ids to spread independent runs over, one run per GPU, e.g. 0,1,2,3')
+    p.add_argument('--runs-dir', default=None, help='run cache folder (default: settings.ini [paths] runs)')
+    p.add_argument('--reports-dir', default=None, help='where the tables go (default: settings.ini [paths] reports)')
+    p.add_argument('--seed', type=int, default=int(s.get('defaults', 'seed', 0)), help='seed of every run')
+    p.add_argument('--data-root', default=None, help='world folder for smoke/mini (built there when missing; default: data/<profile>)')
+    p.set_defaults(func='ovstad.tables:_cmd_reproduce')
+
+_GROUPS = [_add_synth, _add_data, _add_benchmarks, _add_models, _add_eval, _add_stages, _add_explore, _add_tables]
 
 # %% ../nbs/99_cli.ipynb #fbe5afaa
-SUBCOMMAND_MODULES = ['ovstad.synth', 'ovstad.data', 'ovstad.benchmarks', 'ovstad.models', 'ovstad.eval',
-                      'ovstad.stages', 'ovstad.explore', 'ovstad.tables']
-
 _EPILOG = textwrap.dedent("""\
     examples:
       ovstad mini build --profile smoke --out data/smoke    # generate the toy world
@@ -27,18 +273,13 @@ _EPILOG = textwrap.dedent("""\
     `ovstad COMMAND --help` explains each command.""")
 
 def build_parser() -> argparse.ArgumentParser:
-    "The `ovstad` argument parser with the subcommands of every importable module."
+    "The `ovstad` argument parser with every subcommand (imports no library module but `ovstad.core`)."
     p = argparse.ArgumentParser(prog='ovstad', formatter_class=argparse.RawDescriptionHelpFormatter,
         description='ovstad: open-vocabulary spatio-temporal action detection (ViCLIP + region-text alignment).',
         epilog=_EPILOG)
     p.add_argument('--version', action='version', version=f'ovstad {__version__}')
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
-    for name in SUBCOMMAND_MODULES:
-        try: mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name: continue  # module not written yet
-            raise
-        if hasattr(mod, 'add_cli'): mod.add_cli(sub)
+    for add in _GROUPS: add(sub)
     for cmd in _leaves(p):
         if _LOADS & {a.dest for a in cmd._actions} and '--trust-checkpoint' not in cmd._option_string_actions:
             cmd.add_argument('--trust-checkpoint', action='store_true', help=_TRUST_HELP)
@@ -64,10 +305,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if getattr(args, 'func', None) is None:
         p.print_help(); return 2
+    func = args.func
+    if isinstance(func, str):                     # 'module:function': the module is imported now, not to build the parser
+        mod, name = func.split(':'); func = getattr(importlib.import_module(mod), name)
     try:
-        with trust_checkpoints(bool(getattr(args, 'trust_checkpoint', False))): rc = args.func(args)
+        with trust_checkpoints(bool(getattr(args, 'trust_checkpoint', False))): rc = func(args)
     except OvstadError as e:
         print(f"ovstad: error: {e}", file=sys.stderr); return 2
     except KeyboardInterrupt:
         print("ovstad: interrupted", file=sys.stderr); return 130
+    except BrokenPipeError:                       # `ovstad ... | head`: the reader left; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()); return 0
     return int(rc or 0)

@@ -11,14 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+# torch is imported inside the functions that need it: `ovstad --help` and the CLI's argument errors then
+# start in well under a second (the command line imports only this module before it dispatches)
 
 # %% auto #0
-__all__ = ['TRUST_ENV', 'HARMLESS_GLOBALS', 'OvstadError', 'project_root', 'Settings', 'resolve_device', 'seed_everything',
-           'atomic_write', 'atomic_save_json', 'atomic_torch_save', 'file_lock', 'CheckpointRefused',
-           'CheckpointUnreadable', 'checkpoints_trusted', 'trust_checkpoints', 'unsafe_globals', 'load_checkpoint',
-           'ensure_writable', 'file_digest', 'relative_to', 'stable_hash', 'pbtxt_quote', 'pbtxt_unquote',
-           'parse_label_map', 'ClassList', 'cli_group']
+__all__ = ['TRUST_ENV', 'HARMLESS_GLOBALS', 'PROFILES', 'WORLD_PROFILES', 'BENCHMARKS', 'CONFIG_NAMES', 'FORMATS', 'OvstadError',
+           'project_root', 'Settings', 'resolve_device', 'seed_everything', 'atomic_write', 'atomic_save_json',
+           'atomic_torch_save', 'file_lock', 'CheckpointRefused', 'CheckpointUnreadable', 'checkpoints_trusted',
+           'trust_checkpoints', 'unsafe_globals', 'load_checkpoint', 'ensure_writable', 'file_digest', 'relative_to',
+           'stable_hash', 'pbtxt_quote', 'pbtxt_unquote', 'parse_label_map', 'ClassList', 'cli_group']
 
 # %% ../nbs/00_core.ipynb #b6c187e0
 class OvstadError(Exception):
@@ -56,6 +57,7 @@ class Settings:
 # %% ../nbs/00_core.ipynb #30a98ec0
 def resolve_device(device: str | torch.device | None = 'auto') -> torch.device:
     "`auto` -> cuda if available else cpu; anything else is passed to `torch.device` after a sanity check."
+    import torch
     if isinstance(device, torch.device): return device
     if device in (None, '', 'auto'): return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     d = torch.device(device)
@@ -66,6 +68,7 @@ def resolve_device(device: str | torch.device | None = 'auto') -> torch.device:
 # %% ../nbs/00_core.ipynb #7de3739b
 def seed_everything(seed: int) -> None:
     "Seed python, numpy and torch (all devices)."
+    import torch
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
 
 # %% ../nbs/00_core.ipynb #0fcbe7d9
@@ -90,6 +93,7 @@ def atomic_save_json(obj: Any, path: str | Path, **kw) -> Path:
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     "`torch.save` to `path` atomically."
+    import torch
     with atomic_write(path, 'wb') as f: torch.save(obj, f)
     return Path(path)
 
@@ -98,7 +102,7 @@ def _json_default(o):
     if isinstance(o, (np.floating,)): return float(o)
     if isinstance(o, np.ndarray): return o.tolist()
     if isinstance(o, Path): return str(o)
-    if isinstance(o, torch.Tensor): return o.tolist()
+    if type(o).__module__ == 'torch' and hasattr(o, 'tolist'): return o.tolist()   # a tensor (torch not imported here)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 # %% ../nbs/00_core.ipynb #1135b45c
@@ -166,6 +170,7 @@ def _pickle_globals(path: Path) -> list[str]:
 
 def unsafe_globals(path: str | Path, error: BaseException | None = None) -> list[str]:
     "The globals in checkpoint `path` that `torch.load(weights_only=True)` would refuse ([] for a file that is not a pickle)."
+    import torch
     names: list = []
     with contextlib.suppress(Exception): names = list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
     if not names and error is not None: names = re.findall(r'GLOBAL (\S+?)(?: whose|\s|$)', str(error))
@@ -183,6 +188,7 @@ def load_checkpoint(path: str | Path,          # a .pt / .pth file
                     mmap: bool | None = None,   # passed to `torch.load`
                    ) -> Any:
     "`torch.load(path, weights_only=True)`; a file that needs more raises `CheckpointRefused` (naming the globals and the opt-in), a damaged one `CheckpointUnreadable`."
+    import torch
     path = Path(path)
     if not path.is_file(): raise OvstadError(f"{what} {path} does not exist")
     kw = dict(map_location=map_location, **({} if mmap is None else {'mmap': mmap}))
@@ -361,3 +367,11 @@ def cli_group(sub, name: str, help: str) -> argparse._SubParsersAction:
     p._ovstad_sub = p.add_subparsers(dest=f'{name}_command', metavar='COMMAND')
     p.set_defaults(func=lambda a, _p=p: (_p.print_help(), 2)[1])
     return p._ovstad_sub
+
+# %% ../nbs/00_core.ipynb #16359de0
+PROFILES = ('smoke', 'mini', 'full')                 # run profiles: generated toy / mini worlds, or real data (settings.ini [full])
+WORLD_PROFILES = ('smoke', 'mini')                  # sizes of the generated world (`ovstad.synth.PROFILES` holds their settings)
+BENCHMARKS = ('ucf_jhmdb', 'ov_ava')                # the two open-vocabulary detection benchmarks
+CONFIG_NAMES = ('smoke', 'mini', 'b16', 'l14')      # named ViCLIP sizes (`ovstad.models.get_config`)
+FORMATS = ('auto', 'act', 'ucf24', 'ava-csv', 'ava-exclusions', 'ava-proposals', 'frame-proposals', 'pbtxt', 'hcstvg',
+           'vidstg', 'vidor', 'video', 'video-list', 'frames', 'corpus', 'ov-ava-split', 'world')  # `ovstad data inspect`

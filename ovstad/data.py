@@ -18,13 +18,13 @@ import torch
 from .core import OvstadError, ClassList, cli_group, parse_label_map
 
 # %% auto #0
-__all__ = ['AVA_COLUMNS', 'PERSON_CATEGORIES', 'VIDEO_EXTS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'FORMATS', 'validate_act_gt',
-           'read_act_gt', 'read_ucf24_corrected', 'ucf24_to_act', 'read_ava_csv', 'read_ava_exclusions',
-           'read_ava_proposals', 'read_frame_proposals', 'HCSTVGRecord', 'read_hcstvg', 'VidSTGRecord', 'read_vidstg',
+__all__ = ['AVA_COLUMNS', 'PERSON_CATEGORIES', 'VIDEO_EXTS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'validate_act_gt', 'read_act_gt',
+           'read_ucf24_corrected', 'ucf24_to_act', 'read_ava_csv', 'read_ava_exclusions', 'read_ava_proposals',
+           'read_frame_proposals', 'HCSTVGRecord', 'read_hcstvg', 'VidSTGRecord', 'read_vidstg',
            'read_vidor_trajectories', 'VidORIndex', 'clip_indices', 'ClipReader', 'normalize_clip', 'boxes_to_original',
            'ClipTransform', 'Keyframe', 'KeyframeDataset', 'collate_detection', 'box_iou', 'act_frame_boxes',
            'act_keyframes', 'ActDetectionDataset', 'ava_keyframes', 'AvaDetectionDataset', 'detect_format',
-           'inspect_path', 'add_cli']
+           'inspect_path']
 
 # %% ../nbs/04_data.ipynb #9e4e7d29
 def _load_pickle(path) -> Any:
@@ -723,8 +723,7 @@ class AvaDetectionDataset(KeyframeDataset):
         return item
 
 # %% ../nbs/04_data.ipynb #db455226
-FORMATS = ('auto', 'act', 'ucf24', 'ava-csv', 'ava-exclusions', 'ava-proposals', 'frame-proposals', 'pbtxt', 'hcstvg', 'vidstg', 'vidor',
-           'video', 'video-list', 'frames', 'corpus', 'ov-ava-split', 'world')
+from .core import FORMATS  # the formats `inspect_path` knows (named in core, where the CLI's choices live)
 _IMAGE_EXTS = ('.jpg', '.jpeg', '.png')
 
 def _folder_format(p: Path) -> str:
@@ -873,19 +872,3 @@ def _cmd_inspect(args) -> int:
     if args.json: print(json.dumps(s, indent=2, default=str))
     else: _print_summary(s)
     return 0
-
-def add_cli(sub) -> None:
-    "Add `ovstad data inspect` to the `ovstad` command."
-    import argparse
-    g = cli_group(sub, 'data', 'Dataset readers and tools')
-    p = g.add_parser('inspect', help='summarize an annotation file or video (format, videos, labels, tubes, boxes, sentences)',
-                     description='Detect the format of an annotation file or video and print what it holds. '
-                                 'A malformed file gets an error naming the file, the record and the field.',
-                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                     epilog='examples:\n  ovstad data inspect ../shared/data/jhmdb/JHMDB-GT.pkl\n'
-                            '  ovstad data inspect data/mini/ava/ava_val_v2.2.csv --json\n'
-                            '  ovstad data inspect clip.mp4 --format video')
-    p.add_argument('path', help='annotation file (pkl, csv, json, pbtxt/txt) or video')
-    p.add_argument('--format', default='auto', choices=FORMATS, help='file format (default: detect from name and content)')
-    p.add_argument('--json', action='store_true', help='print the summary as JSON')
-    p.set_defaults(func=_cmd_inspect)

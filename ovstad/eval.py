@@ -19,7 +19,7 @@ from .core import OvstadError, ClassList, atomic_write, atomic_save_json, cli_gr
 # %% auto #0
 __all__ = ['ACT_COLUMNS', 'AVA_GT_COLUMNS', 'AVA_DET_COLUMNS', 'FrameMAPResult', 'act_iou', 'act_pr_to_ap', 'act_frame_map',
            'read_ava_table', 'ava_iou', 'voc_ap', 'ava_frame_map', 'write_ava_detections', 'write_act_detections',
-           'read_act_detections', 'plot_result', 'add_cli']
+           'read_act_detections', 'plot_result']
 
 # %% ../nbs/03_eval.ipynb #e2f81298
 @dataclass
@@ -711,39 +711,3 @@ def _cli_ava(a):
     res = ava_frame_map(a.gt, a.detections, a.label_map, exclusions=a.exclusions, classes=_parse_classes(a.classes),
                         unannotated=a.unannotated, iou_threshold=a.iou)
     return _print_result(res, a.json)
-
-def add_cli(sub):
-    "Add `ovstad eval act|ava`."
-    g = cli_group(sub, 'eval', 'Frame mAP@0.5 of detections: ACT protocol (UCF101-24/JHMDB) or official AVA protocol')
-    fmt = argparse.RawDescriptionHelpFormatter
-    p = g.add_parser('act', formatter_class=fmt, help='Frame mAP as ACT/MOC-Detector frameAP (UCF101-24, JHMDB)',
-                     description='Frame mAP@IoU of per-frame detections on the test videos of one split, as ACT/MOC-Detector '
-                                 'frameAP computes it (+1-pixel IoU, greedy matching, trapezoid AP on the raw PR curve).',
-                     epilog='detections CSV: header video,frame,label,score,x1,y1,x2,y2 (1-based frame, label = index into '
-                            'the GT labels, pixels)\n\nexample:\n  ovstad eval act ../shared/data/jhmdb/JHMDB-GT.pkl dets.csv '
-                            '--split 1 --json frame_map.json')
-    p.add_argument('gt', help='ACT-style GT pickle (e.g. JHMDB-GT.pkl, UCF101v2-GT.pkl)')
-    p.add_argument('detections', help='detections CSV (see below)')
-    p.add_argument('--split', type=int, default=1, help='test split to evaluate, 1-based (default: 1)')
-    p.add_argument('--iou', type=float, default=0.5, help='IoU threshold (default: 0.5)')
-    p.add_argument('--classes', nargs='+', help='class names or label indices to average over (default: all)')
-    p.add_argument('--json', help='also write the summary to this JSON file')
-    p.set_defaults(func=_cli_act)
-    p = g.add_parser('ava', formatter_class=fmt, help='Frame mAP as the official ActivityNet AVA evaluator',
-                     description='Frame mAP@IoU of keyframe detections exactly as the official AVA evaluator computes it '
-                                 '(top-50 per keyframe, VOC AP, nan-mean over the label map).',
-                     epilog='files are the official CSV layouts: video_id,timestamp,x1,y1,x2,y2,action_id,person_id (GT) '
-                            'and ...,action_id,score (detections), normalized boxes\n\nexample:\n  ovstad eval ava ava_val_v2.2.csv '
-                            'dets.csv --label-map ava_action_list_v2.2_for_activitynet_2019.pbtxt \\\n'
-                            '      --exclusions ava_val_excluded_timestamps_v2.2.csv --json frame_map.json')
-    p.add_argument('gt', help='GT CSV')
-    p.add_argument('detections', help='detections CSV')
-    p.add_argument('--label-map', required=True, help='label map (pbtxt or `id: name` lines): the evaluated classes')
-    p.add_argument('--exclusions', help='CSV of excluded keyframes (video_id,timestamp)')
-    p.add_argument('--classes', nargs='+', help='class names or ids to average over (default: the whole label map)')
-    p.add_argument('--unannotated', choices=['ignore', 'fp'], default='ignore',
-                   help="detections on keyframes without GT: ignored (GT-key filter, default) or false positives "
-                        "(the plain ActivityNet script)")
-    p.add_argument('--iou', type=float, default=0.5, help='IoU threshold (default: 0.5)')
-    p.add_argument('--json', help='also write the summary to this JSON file')
-    p.set_defaults(func=_cli_ava)

@@ -20,14 +20,14 @@ from .core import (
     resolve_device)
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CONFIG_NAMES', 'parse_prompts', 'video_info', 'clip_frame_ids', 'ClipData',
-           'to_model_input', 'auto_stride', 'resolve_stride', 'read_clip', 'write_video', 'BoxSet', 'dataset_root_of',
-           'dataset_stride', 'annotated_boxes', 'annotated_frames', 'read_box_file', 'find_torchvision_detector',
-           'PersonDetector', 'load_detector', 'stage_checkpoints', 'checkpoint_choices', 'score_boxes', 'SimilarityMap',
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'parse_prompts', 'video_info', 'clip_frame_ids', 'ClipData', 'to_model_input',
+           'auto_stride', 'resolve_stride', 'read_clip', 'write_video', 'BoxSet', 'dataset_root_of', 'dataset_stride',
+           'annotated_boxes', 'annotated_frames', 'read_box_file', 'find_torchvision_detector', 'PersonDetector',
+           'load_detector', 'stage_checkpoints', 'checkpoint_choices', 'score_boxes', 'SimilarityMap',
            'similarity_from_fmap', 'similarity_map', 'box_heat', 'draw_boxes', 'box_labels', 'plot_box_overlay',
            'plot_score_heatmap', 'plot_box_scores', 'plot_similarity_maps', 'ProbeResult', 'ProbeSession',
            'pick_checkpoint', 'pick_clip', 'save_probe', 'find_clips', 'scores_html', 'ProbeWidget',
-           'default_checkpoint', 'keyframes_at', 'detect_video', 'write_prompt_label_map', 'render_overlay', 'add_cli']
+           'default_checkpoint', 'keyframes_at', 'detect_video', 'write_prompt_label_map', 'render_overlay']
 
 # %% ../nbs/08_explore.ipynb #9267e591
 def parse_prompts(text: str | Sequence[str]) -> list[str]:
@@ -393,7 +393,7 @@ class PersonDetector:
     def __repr__(self): return f"PersonDetector({self.kind}{', weak' if self.weak else ''}, score >= {self.score_threshold})"
 
 # %% ../nbs/08_explore.ipynb #5ccd1fc3
-CONFIG_NAMES = ('smoke', 'mini', 'b16', 'l14')
+from .core import CONFIG_NAMES
 
 def load_detector(checkpoint: str | Path = 'smoke', # a ViCLIP-layout file, or a config name for random weights
                   beta: float = 0.3, # fusion weight of the region feature
@@ -973,38 +973,3 @@ def _cmd_detect(a) -> int:
     if nbox == 0: print("no person boxes found: try --boxes FILE or a torchvision detector", file=sys.stderr)
     if a.viz: print(f"overlay -> {render_overlay(a.video, recs, prompts, a.viz)}")
     return 0
-
-def add_cli(sub):
-    "Add `ovstad detect VIDEO ...`."
-    p = sub.add_parser('detect', help='Detect prompted actions of people in any video (AVA-style CSV out)',
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=("Score person boxes on keyframes of any video against free-text prompts with an OV-STAD detector.\n"
-                     "Boxes come from --boxes FILE, else a torchvision COCO detector whose weights are already in the torch\n"
-                     "hub cache, else OpenCV's HOG people detector (weak; offline fallback). Output: AVA-layout CSV\n"
-                     "(video_id, timestamp, x1, y1, x2, y2 normalized, action_id, score) plus <out>.pbtxt naming the prompts."),
-        epilog=textwrap.dedent("""\
-            examples:
-              ovstad detect ../shared/data/videos/arm_wrestling.mp4 --prompts "a person arm wrestling; a person drinking" \\
-                  --out runs/detect/arm.csv --viz runs/detect/arm.mp4
-              ovstad detect clip.mp4 --prompts "wave;kick" --boxes boxes.csv --checkpoint ViCLIP-B_InternVid-FLT-10M.pth --out d.csv
-
-            boxes.csv: header frame,x1,y1,x2,y2[,score] (0-based frame, pixels) or timestamp,x1,y1,x2,y2[,score]
-            (seconds, normalized); or a frame-proposals pickle {"<video>,<frame:05d>": array(n, 5)}.
-            Without --checkpoint: settings.ini [full] viclip_checkpoint, else the mini world's pretrained model."""))
-    p.add_argument('video', help='any video file (mp4, avi, ...)')
-    p.add_argument('--prompts', required=True, nargs='+', help="prompts, separated by ';' or given as separate arguments")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument('--boxes', help='person boxes file (CSV or frame-proposals pickle, see below)')
-    g.add_argument('--detector', default='auto', choices=['auto', 'torchvision', 'hog'], help='person detector when no --boxes (default auto)')
-    p.add_argument('--detector-weights', help='torchvision detector weights file (fasterrcnn_resnet50_fpn_v2 layout)')
-    p.add_argument('--person-threshold', type=float, default=0.5, help='minimum person-detector score (default 0.5)')
-    p.add_argument('--checkpoint', help="ViCLIP-layout checkpoint, or smoke/mini/b16 for random weights")
-    p.add_argument('--out', required=True, help='detections CSV to write')
-    p.add_argument('--viz', help='also write an overlay video here (mp4)')
-    p.add_argument('--fps-keyframes', type=float, default=1.0, help='keyframes per second (default 1, as AVA)')
-    p.add_argument('--beta', type=float, default=0.3, help='fusion weight of the region feature (default 0.3)')
-    p.add_argument('--num-frames', type=int, help="frames per clip (default: the model's)")
-    p.add_argument('--stride', default='auto', help="frame stride within a clip (default auto: 1 for UCF101-24/JHMDB and 8 for AVA dataset folders, as the benchmarks train; else about 1 s per clip)")
-    p.add_argument('--device', default='cpu', help='cpu, cuda, auto (default cpu)')
-    p.set_defaults(func=_cmd_detect)
-    return p

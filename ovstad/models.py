@@ -27,9 +27,9 @@ from .core import OvstadError, atomic_torch_save, cli_group, ensure_writable, lo
 _logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['CONFIG_NAMES', 'VisionConfig', 'TextConfig', 'ViCLIPConfig', 'get_config', 'tokenize', 'resample_spatial_pos_embed',
+__all__ = ['VisionConfig', 'TextConfig', 'ViCLIPConfig', 'get_config', 'tokenize', 'resample_spatial_pos_embed',
            'resample_temporal_pos_embed', 'ViCLIP', 'LoadReport', 'infer_config', 'roi_pool_fmap', 'ClipFeatures',
-           'OVSTAD', 'add_cli']
+           'OVSTAD']
 
 # %% ../nbs/01_models.ipynb #ac9c767f
 @dataclass
@@ -96,7 +96,8 @@ def _named_configs() -> dict:
         'smoke': ViCLIPConfig(VisionConfig(64, 16, 64, 2, 2, 4, 1), TextConfig(64, 2, 2), 64, name='smoke'),
     }
 
-CONFIG_NAMES = tuple(_named_configs())
+from .core import CONFIG_NAMES
+assert set(CONFIG_NAMES) == set(_named_configs()), 'ovstad.core.CONFIG_NAMES must name every config of _named_configs'
 
 _VISION_ONLY = {'image_size', 'patch_size', 'num_frames', 'temporal_kernel', 'drop_path'}
 _TEXT_ONLY = {'context_length', 'vocab_size'}
@@ -723,27 +724,3 @@ def _cmd_init(args) -> int:
     m = ViCLIP.from_config(args.config)
     print(f"wrote {m.save_checkpoint(args.out)}: {m!r}")
     return 0
-
-def add_cli(sub) -> None:
-    "Add `ovstad model configs|inspect|init`."
-    import argparse
-    g = cli_group(sub, 'model', 'ViCLIP models and checkpoints')
-    fmt = argparse.RawDescriptionHelpFormatter
-    p = g.add_parser('configs', help='list the named ViCLIP sizes', description='List the named ViCLIP configs and their parameter counts.',
-                     epilog='example:\n  ovstad model configs', formatter_class=fmt)
-    p.set_defaults(func=_cmd_configs)
-    p = g.add_parser('inspect', help='strictly load a checkpoint and report what it holds', formatter_class=fmt,
-                     description='Load a ViCLIP checkpoint (real ViCLIP layout or ours) strictly and print what the load found: '
-                                 'layout, inferred size, resampled embeddings. Missing, unexpected or wrongly shaped keys are an error.',
-                     epilog='example:\n  ovstad model inspect data/weights/ViCLIP-B_InternVid-FLT-10M.pth --image-size 256')
-    p.add_argument('checkpoint', help='path to a .pth file')
-    p.add_argument('--image-size', type=int, default=None, help='resample the spatial position embedding for this input side (pixels)')
-    p.add_argument('--num-frames', type=int, default=None, help='resample the temporal position embedding for this many frames')
-    p.set_defaults(func=_cmd_inspect)
-    p = g.add_parser('init', help='write a randomly initialised checkpoint', formatter_class=fmt,
-                     description='Write a randomly initialised ViCLIP of a named size in the checkpoint layout (for tests and from-scratch training).',
-                     epilog='example:\n  ovstad model init --config smoke --out /tmp/smoke.pth')
-    p.add_argument('--config', default='mini', choices=CONFIG_NAMES, help='named size (default: mini)')
-    p.add_argument('--out', required=True, help='output .pth path')
-    p.add_argument('--seed', type=int, default=0, help='random seed (default: 0)')
-    p.set_defaults(func=_cmd_init)

@@ -20,13 +20,13 @@ from .trainer import (Run, TrainConfig, _barrier, check_config, checked, config_
                             dist_setup, load_run, opfield, override, train)
 
 # %% auto #0
-__all__ = ['STAGE_CONFIGS', 'BENCHMARKS', 'PROFILES', 'ACT_DET_COLUMNS', 'align_stage', 'finetune_stage', 'ClipConfig',
-           'PretrainConfig', 'AlignConfig', 'FinetuneConfig', 'DetectConfig', 'EvaluateConfig', 'get_recipe',
-           'world_root', 'data_roots', 'data_fingerprint', 'flip_p', 'read_captions', 'CaptionDataset',
-           'GeneratedCaptions', 'collate_captions', 'PretrainTask', 'AlignTask', 'FinetuneTask', 'load_detector',
-           'pretrain', 'PairsConfig', 'region_text_pairs', 'align', 'load_benchmark', 'finetune', 'score_dataset',
-           'read_detections', 'detect', 'detect_config', 'evaluate_detections', 'evaluate', 'released_viclip',
-           'base_viclip', 'PlannedRun', 'plan_chain', 'ChainResult', 'run_chain', 'release_viclip', 'add_cli']
+__all__ = ['STAGE_CONFIGS', 'ACT_DET_COLUMNS', 'align_stage', 'finetune_stage', 'ClipConfig', 'PretrainConfig', 'AlignConfig',
+           'FinetuneConfig', 'DetectConfig', 'EvaluateConfig', 'get_recipe', 'world_root', 'data_roots',
+           'data_fingerprint', 'flip_p', 'read_captions', 'CaptionDataset', 'GeneratedCaptions', 'collate_captions',
+           'PretrainTask', 'AlignTask', 'FinetuneTask', 'load_detector', 'pretrain', 'PairsConfig', 'region_text_pairs',
+           'align', 'load_benchmark', 'finetune', 'score_dataset', 'read_detections', 'detect', 'detect_config',
+           'evaluate_detections', 'evaluate', 'released_viclip', 'base_viclip', 'PlannedRun', 'plan_chain',
+           'ChainResult', 'run_chain', 'release_viclip']
 
 # %% ../nbs/07b_stages.ipynb #7ad91c35
 @dataclass
@@ -89,8 +89,7 @@ class EvaluateConfig:
 
 STAGE_CONFIGS = {'pretrain': PretrainConfig, 'align': AlignConfig, 'finetune': FinetuneConfig,
                  'detect': DetectConfig, 'evaluate': EvaluateConfig}
-BENCHMARKS = ('ucf_jhmdb', 'ov_ava')
-PROFILES = ('smoke', 'mini', 'full')
+from .core import BENCHMARKS, PROFILES  # named in core, where the CLI's choices live
 
 # %% ../nbs/07b_stages.ipynb #e5dc811e
 # mini and smoke align / finetune: tau frozen at the pretrained ViCLIP temperature (tau_lr_scale=0; see the text above)
@@ -806,17 +805,6 @@ def release_viclip(run,                      # a complete pretrain Run or its fo
 
 
 # %% ../nbs/07b_stages.ipynb #201b599e
-_FMT = argparse.RawDescriptionHelpFormatter
-
-def _common(p, stage: str):
-    p.add_argument('--profile', default=None, choices=PROFILES, help='smoke | mini (generated worlds) | full (settings.ini [full]); default: settings.ini [defaults] profile')
-    p.add_argument('--data-root', default=None, help='folder of the world (default: data/<profile>, generated when missing)')
-    p.add_argument('--runs-dir', default=None, help='parent folder of run folders (default: settings.ini [paths] runs)')
-    p.add_argument('--device', default=None, help='auto | cpu | cuda | cuda:N (default: settings.ini [defaults] device)')
-    p.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
-                   help=f'override a field of the {stage} config (repeatable); see --show-config for the fields')
-    p.add_argument('--show-config', action='store_true', help='print the resolved config with its field comments and exit')
-
 def _ctx(a) -> dict:
     s = Settings()
     profile = a.profile or s.get('defaults', 'profile', 'mini')
@@ -897,67 +885,5 @@ def _cmd_chain(a) -> int:
         return 0
     print(run_chain(**kw)); return 0
 
-def add_cli(sub) -> None:
-    "Add `ovstad train pretrain|align|finetune|chain`, `ovstad detect-run` and `ovstad evaluate`."
-    g = cli_group(sub, 'train', 'Train the stages of the method (pretrain, align, finetune) or run whole chains')
-    docs = {'pretrain': ('video-text contrastive pretraining (Eq. 1) of a ViCLIP from scratch',
-                         'ovstad train pretrain --profile mini\n  ovstad train pretrain --profile full --data my_videos/ --set model=b16'),
-            'align': ('video region-text alignment (Eq. 5-6), text tower frozen, fusion ratio beta',
-                      'ovstad train align --profile mini --set beta=0.3\n  ovstad train align --set sources=hcstvg --set fraction=0.25'),
-            'finetune': ('base-class finetuning (Eq. 3-4) with fusion ratio beta',
-                         'ovstad train finetune --profile mini --init runs/align-1a2b3c4d5e6f --set beta=0.3\n'
-                         '  torchrun --nproc_per_node 2 $(which ovstad) train finetune --profile full --resume')}
-    for stage, (what, ex) in docs.items():
-        p = g.add_parser(stage, help=what, formatter_class=_FMT,
-                         description=f"{what[0].upper() + what[1:]}. The run goes to RUNS/{stage}-<hash of config and inputs>; "
-                                     "a complete run is reused. Checkpoints are written every ckpt_every steps; --resume continues "
-                                     "an interrupted run from its latest checkpoint.",
-                         epilog=f"examples:\n  {ex}")
-        if stage != 'pretrain':
-            p.add_argument('--init', default=None, help='start from this run folder or ViCLIP checkpoint (default: the profile\'s base ViCLIP)')
-        else:
-            p.add_argument('--data', default=None, help='a video-text folder (captions.json + videos/) instead of the world\'s pretrain/')
-        if stage == 'finetune':
-            p.add_argument('--benchmark', default='ucf_jhmdb', choices=BENCHMARKS, help='benchmark whose base classes to train on')
-        p.add_argument('--resume', action='store_true', help='continue an interrupted run from its latest checkpoint')
-        _common(p, stage)
-        p.set_defaults(func=_cmd_train, stage=stage, data=None, init=None)
-    p = g.add_parser('chain', help='run (or --plan) a whole chain: [pretrain] -> [align] -> [finetune] -> detect -> evaluate',
-                     formatter_class=_FMT, description='Run the runs one row of a paper table needs, reusing complete ones, '
-                     'and print base / novel / all Frame mAP@0.5. With --plan, print each run\'s folder and the command that runs it alone.',
-                     epilog='examples:\n  ovstad train chain --profile smoke --finetune \'{"beta": 0.3}\'\n'
-                            '  ovstad train chain --profile mini --align \'{"beta": 0.3}\' --finetune \'{"beta": 0.3}\' --plan')
-    p.add_argument('--benchmark', default='ucf_jhmdb', choices=BENCHMARKS, help='benchmark (default: ucf_jhmdb)')
-    p.add_argument('--align', default=None, help='JSON AlignConfig overrides to include alignment, e.g. \'{"beta": 1.0}\' ({} = recipe)')
-    p.add_argument('--finetune', default=None, help='JSON FinetuneConfig overrides to include finetuning, e.g. \'{"beta": 0.3}\'')
-    p.add_argument('--eval-beta', type=float, default=None, help='fusion ratio at inference (default: the finetune\'s, else the align\'s, else 0)')
-    p.add_argument('--seed', type=int, default=0, help='seed of the training runs')
-    p.add_argument('--plan', action='store_true', help='print the runs and their commands without running anything')
-    _common(p, 'chain'); p.set_defaults(func=_cmd_chain, overrides=[])
-    p = g.add_parser('release', help='write a pretrain run as a released ViCLIP file (half precision) that chains start from',
-                     formatter_class=_FMT,
-                     description="Write the ViCLIP of a complete pretrain run as a released file, with a JSON card beside it "
-                                 "(run, config, the command that re-derives it, world version, sha256). The mini profile's chains "
-                                 "start from settings.ini [mini] viclip_checkpoint, as the paper's start from InternVid's ViCLIP.",
-                     epilog='example:\n  ovstad train pretrain --profile mini\n'
-                            '  ovstad train release runs/pretrain-1a2b3c4d5e6f --out data/viclip-mini/viclip-mini.pt')
-    p.add_argument('run', help='a complete pretrain run folder')
-    p.add_argument('--out', required=True, help='the released file to write (its .json card goes beside it)')
-    p.add_argument('--fp32', action='store_true', help='keep float32 weights (default: float16, half the size)')
-    p.set_defaults(func=lambda a: print(f"released {release_viclip(a.run, a.out, half=not a.fp32)}") or 0)
-    p = sub.add_parser('detect-run', help="score a benchmark's eval proposals with a trained model (writes detections)",
-                       formatter_class=_FMT,
-                       description="Score every proposal of the benchmark's eval sets against base and novel prompts and write "
-                                   "detections.csv (ACT columns for UCF-JHMDB, the AVA CSV layout for OV-AVA) into "
-                                   "RUNS/detect-<hash>. For any video of your own use `ovstad detect VIDEO`.",
-                       epilog='examples:\n  ovstad detect-run --profile mini --init runs/finetune-1a2b3c4d5e6f --set beta=0.3\n'
-                              '  ovstad detect-run --profile mini --benchmark ov_ava --set beta=1.0   # zero-shot region features')
-    p.add_argument('--init', default=None, help="the model: a run folder or ViCLIP checkpoint (default: the profile's base ViCLIP)")
-    p.add_argument('--benchmark', default='ucf_jhmdb', choices=BENCHMARKS, help='benchmark (default: ucf_jhmdb)')
-    _common(p, 'detect'); p.set_defaults(func=_cmd_detect)
-    p = sub.add_parser('evaluate', help='Frame mAP@0.5 (base / novel / all) of a detect run', formatter_class=_FMT,
-                       description="Evaluate a detect run's detections with the benchmark's protocol (ACT frameAP for UCF-JHMDB, "
-                                   "the ActivityNet AVA evaluator for OV-AVA) and write metrics.json into RUNS/evaluate-<hash>.",
-                       epilog='example:\n  ovstad evaluate runs/detect-1a2b3c4d5e6f --profile mini')
-    p.add_argument('run', help='a detect run folder')
-    _common(p, 'evaluate'); p.set_defaults(func=_cmd_evaluate)
+def _cmd_release(a) -> int:
+    print(f"released {release_viclip(a.run, a.out, half=not a.fp32)}"); return 0

@@ -27,7 +27,7 @@ __all__ = ['ACTIONS', 'UCF_BASE', 'JHMDB_NOVEL', 'AVA_CLASSES', 'GROUNDING_ONLY'
            'render_clip', 'describe', 'refer', 'plan_ucf', 'plan_ava', 'plan_sequence', 'caption_pretrain',
            'plan_pretrain', 'rgb_to_yuv420p', 'write_mp4', 'read_mp4', 'plan_item', 'render_pretrain', 'make_item',
            'world_params', 'world_jobs', 'write_act', 'write_ava', 'write_hcstvg', 'write_vidstg', 'build_world',
-           'world_is_current', 'ensure_world', 'write_contact_sheet', 'write_readme', 'add_cli']
+           'world_is_current', 'ensure_world', 'write_contact_sheet', 'write_readme']
 
 # %% ../nbs/06_synth.ipynb #7414abce
 @dataclass(frozen=True)
@@ -1049,22 +1049,3 @@ def _cmd_build(a) -> int:
     card = json.loads((out/'world.json').read_text())
     print(f"built {a.profile} world in {out} ({card['counts']['frames']} frames, {time.time() - t:.1f} s); see {out/'README.md'}")
     return 0
-
-def add_cli(sub) -> None:
-    "Add `ovstad mini build` to the `ovstad` command."
-    import argparse
-    g = cli_group(sub, 'mini', 'The embedded mini world (generated videos in the real datasets\' formats)')
-    p = g.add_parser('build', help='Generate a mini world (videos + annotations in real formats)',
-                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                     description='Render the mini world: pretraining video-caption pairs, a UCF-JHMDB analog (base/novel), an '
-                                 'OV-AVA analog (3:1 base/novel), HC-STVG and VidSTG analogs, all in the real file formats, '
-                                 'plus README.md and contact_sheet.png. world.json is written last and marks a complete build.',
-                     epilog='examples:\n  ovstad mini build --profile smoke --out data/smoke\n'
-                            '  ovstad mini build --profile mini --out data/mini --seed 1 --workers 2')
-    p.add_argument('--profile', choices=sorted(PROFILES), default='mini', help='world size: smoke (toy, seconds) or mini (thousands of clips, minutes)')
-    p.add_argument('--out', required=True, help='output folder, e.g. data/mini (only the world\'s own files in it are replaced)')
-    p.add_argument('--seed', type=int, default=0, help='random seed; the same seed gives identical annotations and frames')
-    p.add_argument('--workers', type=int, default=None, help='render processes (default: min(2, CPU count))')
-    p.add_argument('--force', action='store_true', help='rebuild even if world.json says this world is already built')
-    p.add_argument('--quiet', action='store_true', help='no progress bar')
-    p.set_defaults(func=_cmd_build)

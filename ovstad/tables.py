@@ -25,7 +25,7 @@ __all__ = ['UCF_JHMDB', 'OV_AVA', 'LOCAL', 'GL', 'PAPER_BETAS', 'PAPER_FRACTIONS
            'html_table', 'table_section', 'table_html', 'write_table_report', 'plot_table', 'chance_lines',
            'check_full_layout', 'require_full_layout', 'planned_runs', 'dispatch_runs', 'plan_table', 'experiments_dir',
            'find_kernel', 'notebook_parameters', 'execute_table_notebook', 'environment_info', 'write_readme',
-           'rewrite_reports', 'relative_summary', 'parse_tables', 'reproduce', 'add_cli']
+           'rewrite_reports', 'relative_summary', 'parse_tables', 'reproduce']
 
 # %% ../nbs/09_tables.ipynb #2d000dfc
 @dataclass(frozen=True)
@@ -1322,28 +1322,3 @@ def _cmd_reproduce(a) -> int:
     print(f"reports written to {resolve_dir(a.reports_dir, 'reports')/'README.md'} in {s['wall_s']:.0f} s"
           + (f"; FAILED tables: {failed} (see reports/executed/)" if failed else ''))
     return 1 if failed else 0
-
-def add_cli(sub) -> None:
-    "Add `ovstad reproduce` to the `ovstad` command."
-    import argparse
-    s = Settings()
-    p = sub.add_parser('reproduce', help="Regenerate the paper's Tables 1-6 into reports/",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Run the table notebooks (nbs/experiments/) with papermill on a profile and write reports/tableN.{md,csv,html,json} "
-                    "with measured and paper numbers side by side, plus reports/README.md. Stage runs are cached: a second "
-                    "invocation reuses finished runs and an interrupted one resumes.",
-        epilog="examples:\n  ovstad reproduce --profile smoke --tables 2,3     # toy size, two tables\n"
-               "  ovstad reproduce --profile mini                   # the embedded mini world (make reproduce)\n"
-               "  ovstad reproduce --profile full --gpus 0,1,2,3    # real data (see data/README.md), 4 GPUs")
-    p.add_argument('--profile', choices=['smoke', 'mini', 'full'], default=s.get('defaults', 'profile', 'mini'), help='data/model size (default from settings.ini)')
-    p.add_argument('--tables', default='all', help="comma-separated table numbers, e.g. 1,2,5 (default: all)")
-    p.add_argument('--pretrain-from-scratch', action='store_true',
-                   help="mini: pretrain the mini ViCLIP in the chain (about 20 min more on 2 cores) instead of starting from the "
-                        "shipped data/viclip-mini/viclip-mini.pt (settings.ini [mini] viclip_checkpoint)")
-    p.add_argument('--device', default=s.get('defaults', 'device', 'auto'), help='auto | cpu | cuda | cuda:N')
-    p.add_argument('--gpus', default=None, help='GPU ids to spread independent runs over, one run per GPU, e.g. 0,1,2,3')
-    p.add_argument('--runs-dir', default=None, help='run cache folder (default: settings.ini [paths] runs)')
-    p.add_argument('--reports-dir', default=None, help='where the tables go (default: settings.ini [paths] reports)')
-    p.add_argument('--seed', type=int, default=int(s.get('defaults', 'seed', 0)), help='seed of every run')
-    p.add_argument('--data-root', default=None, help='world folder for smoke/mini (built there when missing; default: data/<profile>)')
-    p.set_defaults(func=_cmd_reproduce)
