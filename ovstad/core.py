@@ -202,13 +202,14 @@ def load_checkpoint(path: str | Path,          # a .pt / .pth file
     except Exception as e: raise unreadable(e) from None
     unsafe = unsafe_globals(path, err)
     if not unsafe: raise unreadable(err) from None
-    if not (checkpoints_trusted() if trust is None else trust):
+    trusted = bool(checkpoints_trusted() if trust is None else trust)   # the user's explicit opt-in, nothing else
+    if not trusted:
         more = f" and {len(unsafe) - 8} more" if len(unsafe) > 8 else ''
         raise CheckpointRefused(f"{what} {path} was not loaded: it holds objects that torch.load(weights_only=True) refuses, "
                                 f"because unpickling them can run code: {', '.join(unsafe[:8])}{more}. {_OPT_IN}")
     print(f"ovstad: warning: {path}: unpickling {', '.join(unsafe[:8])} in full, since checkpoints are trusted "
           f"(--trust-checkpoint / {TRUST_ENV}=1)", file=sys.stderr)
-    try: return torch.load(path, weights_only=False, **kw)
+    try: return torch.load(path, weights_only=not trusted, **kw)   # full unpickling only under the opt-in above
     except Exception as e: raise unreadable(e) from None
 
 

@@ -871,10 +871,20 @@ class ProbeWidget:
     def __repr__(self): return f"ProbeWidget({self.s!r})"
 
 # %% ../nbs/08_explore.ipynb #17ccb7f7
+def _run_benchmark(ckpt: Path) -> str | None:
+    try: return json.loads((ckpt.parent/'config.json').read_text())['config'].get('benchmark')
+    except (OSError, ValueError, KeyError, TypeError, AttributeError): return None
+
 def default_checkpoint() -> Path:
-    "settings.ini `[full] viclip_checkpoint` if that file exists, else the newest complete mini-world pretrain run's checkpoint."
+    """The model the exploration tools open by default: settings.ini `[full] viclip_checkpoint` if that file exists, else
+    the reproduced mini detector (the newest complete finetune run, OV-AVA's first: its keyframes hold two or three people,
+    so its maps show who does what), else the shipped mini ViCLIP (`[mini] viclip_checkpoint`), else the newest pretrain run."""
     full = Settings().path_of('full', 'viclip_checkpoint')
     if full is not None and full.exists(): return full
+    ft = stage_checkpoints(stages=('finetune',))
+    if ft: return sorted(ft, key=lambda f: _run_benchmark(f) != 'ov_ava')[0]   # stable: newest first within each group
+    mini = Settings().path_of('mini', 'viclip_checkpoint') if str(Settings().get('mini', 'viclip_checkpoint', '') or '').strip() else None
+    if mini is not None and mini.is_file(): return mini
     pre = stage_checkpoints(stages=('pretrain',))
     if pre: return pre[0]
     raise OvstadError(f"no checkpoint: settings.ini [full] viclip_checkpoint ({full}) does not exist and no complete "

@@ -1,5 +1,5 @@
 """ovstad.explore: prompt parsing, clip reading, boxes, similarity maps, the probe's logic, the widget, `ovstad detect`."""
-import os, pickle, subprocess, sys
+import json, os, pickle, subprocess, sys
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
 import torch.nn as nn, torch.nn.functional as F
@@ -102,10 +102,18 @@ def test_keyframes_and_checkpoint_resolution(tmp_path, monkeypatch):
     assert E.keyframes_at(300, 29.97, 1)[:3] == [(0, 0.0), (30, 1.0), (60, 2.0)]
     monkeypatch.setenv('OVSTAD_FULL_VICLIP_CHECKPOINT', str(tmp_path/'missing.pth'))
     monkeypatch.setenv('OVSTAD_PATHS_RUNS', str(tmp_path/'runs'))
+    monkeypatch.setenv('OVSTAD_MINI_VICLIP_CHECKPOINT', '')
     with pytest.raises(OvstadError, match='ovstad train pretrain'): E.default_checkpoint()
     run = tmp_path/'runs'/'pretrain-0123'; run.mkdir(parents=True)
     (run/'viclip.pth').write_bytes(b'x'); (run/'DONE.json').write_text('{}')
     assert E.default_checkpoint() == run/'viclip.pth'
+    (tmp_path/'mini.pt').write_bytes(b'x'); monkeypatch.setenv('OVSTAD_MINI_VICLIP_CHECKPOINT', str(tmp_path/'mini.pt'))
+    assert E.default_checkpoint() == tmp_path/'mini.pt'          # the shipped mini ViCLIP before a pretrain run
+    for name, bench, t in (('finetune-aaaa', 'ov_ava', 1), ('finetune-bbbb', 'ucf_jhmdb', 2)):   # ucf is newer
+        d = tmp_path/'runs'/name; d.mkdir(); (d/'viclip.pt').write_bytes(b'x')
+        (d/'config.json').write_text(json.dumps({'config': {'benchmark': bench}})); (d/'DONE.json').write_text('{"artefact": "viclip.pt"}')
+        os.utime(d/'DONE.json', (t, t))
+    assert E.default_checkpoint() == tmp_path/'runs'/'finetune-aaaa'/'viclip.pt'   # the reproduced OV-AVA detector first
     (tmp_path/'full.pth').write_bytes(b'x')
     monkeypatch.setenv('OVSTAD_FULL_VICLIP_CHECKPOINT', str(tmp_path/'full.pth'))
     assert E.default_checkpoint() == tmp_path/'full.pth'

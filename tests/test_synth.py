@@ -313,3 +313,22 @@ def test_pretraining_captions_name_the_actions(world):
     n = card['sizes']['pretrain']
     assert named >= 0.85 * n, f"only {named} of {n} pretraining captions name an action of their clip"
     assert two >= 0.25 * n and both >= 0.6 * two, f"{both} of {two} two-person captions name both people and actions"
+
+
+def test_time_scale_plays_the_actions_faster_in_video_frames():
+    """World v7: clips play their actions at `TIME_SCALE[corpus]` action frames per video frame (segment bounds stay in
+    video frames), so frame t of a clip at time scale 3 is frame 3t of the same action played at 1; every corpus's sampled
+    frames (stride 1, or 8 for the AVA analog) advance the actions by 3."""
+    rng = np.random.default_rng(3); scene = synth.random_scene(rng, 64, occluder_p=0.0)
+    scene['drift'] = (*scene['drift'][:2], 0.0, 0.0)   # a still camera: only the person moves
+    p = synth.plan_ucf(rng, 64, 'wave right arm')['persons'][0]
+    inst = p.segments[0][0]; T = 8
+    fast, _ = synth.render_clip(dict(scene, time_scale=3.0), [synth.Person(p.body, p.ground_y, p.xpref, [(inst, 0, T)], 0)], T)
+    slow, _ = synth.render_clip(dict(scene, time_scale=1.0), [synth.Person(p.body, p.ground_y, p.xpref, [(inst, 0, 3 * T)], 0)], 3 * T)
+    assert np.array_equal(fast, slow[::3])
+    assert not np.array_equal(fast[0], fast[1])
+    strides = {'ava': 8}
+    assert {c: synth.TIME_SCALE[c] * strides.get(c, 1) for c in synth.CORPORA} == {c: 3.0 for c in synth.CORPORA}
+    for c in synth.CORPORA:
+        job = dict(corpus=c, idx=0, seed=0, size=64, action='wave right arm')
+        assert synth.plan_item(job)[1]['time_scale'] == synth.TIME_SCALE[c]
