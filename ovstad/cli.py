@@ -26,6 +26,24 @@ def _common(p, stage: str):
                    help=f'override a field of the {stage} config (repeatable); see --show-config for the fields')
     p.add_argument('--show-config', action='store_true', help='print the resolved config with its field comments and exit')
 
+def _slurm_options(p, train: bool = False) -> None:
+    "--executor and the Slurm resources of `ovstad reproduce` / `ovstad train STAGE` (defaults: settings.ini [slurm])."
+    p.add_argument('--executor', choices=['local', 'slurm'], default='local',
+                   help='local: on this machine (default); slurm: every stage run one Slurm job via submitit, queued with afterok dependencies')
+    g = p.add_argument_group('Slurm (with --executor slurm; defaults from settings.ini [slurm])')
+    g.add_argument('--partition', default=None, help='sbatch --partition')
+    g.add_argument('--gpus-per-node', '--gpus-per-run', dest='gpus_per_node', type=int, default=None, help='GPUs of each node of a run (e.g. 8)')
+    g.add_argument('--nodes', type=int, default=None, help='nodes per run (DDP across them)')
+    g.add_argument('--tasks-per-node', type=int, default=None, help='processes per node, one per GPU (DDP when nodes x tasks > 1)')
+    g.add_argument('--cpus-per-task', type=int, default=None, help='CPU cores of each process')
+    g.add_argument('--mem-gb', type=float, default=None, help='memory per node in GB (default: the partition\'s)')
+    g.add_argument('--time-min', type=int, default=None, help='time limit per job in minutes; a job stopped by it is requeued and resumes')
+    g.add_argument('--account', default=None, help='sbatch --account')
+    g.add_argument('--qos', default=None, help='sbatch --qos')
+    g.add_argument('--slurm-set', action='append', default=[], metavar='KEY=VALUE', help='any other sbatch option, e.g. constraint=a100 (repeatable)')
+    if train: g.add_argument('--no-wait', action='store_true', help='submit and return; the job id and log are printed')
+    else: g.add_argument('--dry-run', action='store_true', help='print the job graph (runs, what each needs, which are cached) and submit nothing')
+
 def _add_synth(sub) -> None:
     "Add `ovstad mini build` to the `ovstad` command."
     g = cli_group(sub, 'mini', 'The embedded mini world (generated videos in the real datasets\' formats)')
@@ -159,7 +177,7 @@ def _add_stages(sub) -> None:
         if stage == 'finetune':
             p.add_argument('--benchmark', default='ucf_jhmdb', choices=BENCHMARKS, help='benchmark whose base classes to train on')
         p.add_argument('--resume', action='store_true', help='continue an interrupted run from its latest checkpoint')
-        _common(p, stage)
+        _common(p, stage); _slurm_options(p, train=True)
         p.set_defaults(func='ovstad.stages:_cmd_train', stage=stage, data=None, init=None)
     p = g.add_parser('chain', help='run (or --plan) a whole chain: [pretrain] -> [align] -> [finetune] -> detect -> evaluate',
                      formatter_class=_FMT, description='Run the runs one row of a paper table needs, reusing complete ones, '
@@ -246,7 +264,10 @@ def _add_tables(sub) -> None:
                     "invocation reuses finished runs and an interrupted one resumes.",
         epilog="examples:\n  ovstad reproduce --profile smoke --tables 2,3     # toy size, two tables\n"
                "  ovstad reproduce --profile mini                   # the embedded mini world (make reproduce)\n"
-               "  ovstad reproduce --profile full --gpus 0,1,2,3    # real data (see data/README.md), 4 GPUs")
+               "  ovstad reproduce --profile full --gpus 0,1,2,3    # real data (see data/README.md), 4 GPUs\n"
+               "  ovstad reproduce --profile full --executor slurm --partition gpu --gpus-per-node 8 --tasks-per-node 8 --dry-run\n"
+               "  ovstad reproduce --profile full --executor slurm --partition gpu --gpus-per-node 8 --tasks-per-node 8"
+               "   # each run one job")
     p.add_argument('--profile', choices=['smoke', 'mini', 'full'], default=s.get('defaults', 'profile', 'mini'), help='data/model size (default from settings.ini)')
     p.add_argument('--tables', default='all', help="comma-separated table numbers, e.g. 1,2,5 (default: all)")
     p.add_argument('--pretrain-from-scratch', action='store_true',
@@ -258,6 +279,7 @@ def _add_tables(sub) -> None:
     p.add_argument('--reports-dir', default=None, help='where the tables go (default: settings.ini [paths] reports)')
     p.add_argument('--seed', type=int, default=int(s.get('defaults', 'seed', 0)), help='seed of every run')
     p.add_argument('--data-root', default=None, help='world folder for smoke/mini (built there when missing; default: data/<profile>)')
+    _slurm_options(p)
     p.set_defaults(func='ovstad.tables:_cmd_reproduce')
 
 _GROUPS = [_add_synth, _add_data, _add_benchmarks, _add_models, _add_eval, _add_stages, _add_explore, _add_tables]

@@ -16,14 +16,19 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['TRUST_ENV', 'HARMLESS_GLOBALS', 'PROFILES', 'WORLD_PROFILES', 'BENCHMARKS', 'CONFIG_NAMES', 'FORMATS', 'OvstadError',
-           'project_root', 'Settings', 'resolve_device', 'seed_everything', 'atomic_write', 'atomic_save_json',
-           'atomic_torch_save', 'file_lock', 'CheckpointRefused', 'CheckpointUnreadable', 'checkpoints_trusted',
-           'trust_checkpoints', 'unsafe_globals', 'load_checkpoint', 'ensure_writable', 'file_digest', 'relative_to',
-           'stable_hash', 'pbtxt_quote', 'pbtxt_unquote', 'parse_label_map', 'ClassList', 'cli_group']
+           'RunNotMade', 'project_root', 'Settings', 'resolve_device', 'seed_everything', 'atomic_write',
+           'atomic_save_json', 'atomic_torch_save', 'file_lock', 'CheckpointRefused', 'CheckpointUnreadable',
+           'checkpoints_trusted', 'trust_checkpoints', 'unsafe_globals', 'load_checkpoint', 'ensure_writable',
+           'file_digest', 'relative_to', 'stable_hash', 'pbtxt_quote', 'pbtxt_unquote', 'parse_label_map', 'ClassList',
+           'cli_group']
 
 # %% ../nbs/00_core.ipynb #b6c187e0
 class OvstadError(Exception):
     "An error a user can act on: the message names the file, row or key and says what to do."
+
+class RunNotMade(OvstadError):
+    "A run that a table reads is not complete (its Slurm job failed, was cancelled, or never ran); the message names its log."
+
 
 # %% ../nbs/00_core.ipynb #63aa6be9
 def project_root(start: str | Path | None = None) -> Path:

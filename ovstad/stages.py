@@ -26,7 +26,7 @@ __all__ = ['STAGE_CONFIGS', 'ACT_DET_COLUMNS', 'align_stage', 'finetune_stage', 
            'PretrainTask', 'AlignTask', 'FinetuneTask', 'load_detector', 'pretrain', 'PairsConfig', 'region_text_pairs',
            'align', 'load_benchmark', 'finetune', 'score_dataset', 'read_detections', 'detect', 'detect_config',
            'evaluate_detections', 'evaluate', 'released_viclip', 'base_viclip', 'PlannedRun', 'plan_chain',
-           'ChainResult', 'run_chain', 'release_viclip']
+           'ChainResult', 'run_chain', 'cached_chain', 'release_viclip', 'slurm_overrides']
 
 # %% ../nbs/07b_stages.ipynb #7ad91c35
 @dataclass
@@ -783,6 +783,27 @@ def run_chain(benchmark: str = 'ucf_jhmdb', profile: str = 'mini', align: dict |
 
 align_stage, finetune_stage = align, finetune   # names that the chain's keyword arguments do not shadow
 
+def cached_chain(benchmark: str = 'ucf_jhmdb', profile: str = 'mini', align: dict | None = None, finetune: dict | None = None,
+                 eval_beta: float | None = None, runs_dir: str | Path = 'runs', device: str = 'auto', seed: int = 0,
+                 data_root=None, resume: bool = True) -> ChainResult:
+    """`run_chain` that trains nothing: the chain's runs were made elsewhere (Slurm jobs of `ovstad reproduce --executor
+    slurm`) and must all be complete; else `RunNotMade`, naming the first incomplete run and its job's log."""
+    from ovstad.core import RunNotMade
+    t0 = time.time()
+    if profile != 'full' and data_root is None: data_root = world_root(profile)
+    plan = plan_chain(benchmark, profile, align, finetune, eval_beta, runs_dir, device, seed, data_root)
+    for p in plan:
+        if p.complete: continue
+        jf = p.run.path.parent/'slurm'/p.run.path.name/'job.json'
+        rec = json.loads(jf.read_text()) if jf.is_file() else None
+        where = f"its Slurm job {rec['job_id']} did not finish it; log {rec['log']}" if rec else "no job made it"
+        raise RunNotMade(f"{p.stage} run {p.run.path.name} is not complete ({where})")
+    runs = [p.run for p in plan]
+    for r in runs: r.cached = True
+    m = runs[-1].metrics
+    return ChainResult(m.get('base'), m.get('novel'), m.get('all'), runs, time.time() - t0, True, runs[-2].path/'detections.csv')
+
+
 # %% ../nbs/07b_stages.ipynb #1e784746
 def release_viclip(run,                      # a complete pretrain Run or its folder
                    out: str | Path,          # the released file, e.g. data/viclip-mini/viclip-mini.pt
@@ -852,9 +873,33 @@ def _report(run: Run) -> int:
         if not isinstance(v, dict): print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
     return 0
 
+def _train_slurm(a, c, cfg) -> int:
+    "`ovstad train STAGE --executor slurm`: the same command (plus --resume) as one Slurm job; waits unless --no-wait."
+    from ovstad.cluster import SlurmConfig, submit_train
+    runs_dir = Path(c['runs_dir']).resolve()
+    init = Path(a.init).resolve() if a.init else None
+    if a.stage != 'pretrain' and init is None: init = _init_arg(a, c)
+    r = {'pretrain': lambda: _pretrain_run(cfg, runs_dir, c['profile'], c['data_root'], a.data)[0],
+         'align': lambda: _align_run(cfg, init, runs_dir, c['profile'], c['data_root'])[0],
+         'finetune': lambda: _finetune_run(cfg, init, runs_dir, c['profile'], c['data_root'])[0]}[a.stage]()
+    argv = ['train', a.stage, '--profile', c['profile'], '--runs-dir', str(runs_dir), '--device', c['device'], '--resume']
+    if c['data_root']: argv += ['--data-root', str(Path(c['data_root']).resolve())]
+    if a.stage == 'pretrain' and a.data: argv += ['--data', str(Path(a.data).resolve())]
+    if init is not None: argv += ['--init', str(Path(getattr(init, 'path', init)).resolve())]
+    if a.stage == 'finetune': argv += ['--benchmark', a.benchmark]
+    argv += sum((['--set', o] for o in a.overrides), [])
+    scfg = SlurmConfig.from_settings(**slurm_overrides(a))
+    return submit_train(PlannedRun(a.stage, cfg, [], r), scfg, c['profile'], argv=argv, wait=not a.no_wait)
+
+def slurm_overrides(a) -> dict:
+    "The Slurm options of a parsed `ovstad reproduce|train` command line (None where not given)."
+    keys = ('partition', 'gpus_per_node', 'nodes', 'tasks_per_node', 'cpus_per_task', 'mem_gb', 'time_min', 'account', 'qos')
+    return {**{k: getattr(a, k, None) for k in keys}, 'extra': getattr(a, 'slurm_set', None) or None}
+
 def _cmd_train(a) -> int:
     c = _ctx(a); cfg = _resolved_cfg(a, a.stage, c)
     if a.show_config: return _show_config(cfg)
+    if getattr(a, 'executor', 'local') == 'slurm': return _train_slurm(a, c, cfg)
     kw = dict(runs_dir=c['runs_dir'], profile=c['profile'], data_root=c['data_root'], resume=a.resume)
     if not a.resume:
         r = {'pretrain': lambda: _pretrain_run(cfg, c['runs_dir'], c['profile'], c['data_root'], a.data)[0],

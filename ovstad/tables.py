@@ -13,7 +13,8 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from .core import OvstadError, Settings, atomic_write, atomic_save_json, stable_hash, project_root, relative_to, resolve_device
+from .core import (OvstadError, RunNotMade, Settings, atomic_write, atomic_save_json, stable_hash, project_root, relative_to,
+                   resolve_device)
 
 # %% auto #0
 __all__ = ['UCF_JHMDB', 'OV_AVA', 'LOCAL', 'GL', 'PAPER_BETAS', 'PAPER_FRACTIONS', 'TABLE_BUILDERS', 'FULL_KEYS', 'FULL_COUNTS',
@@ -273,8 +274,11 @@ class RowResult:
     wall_s: float = 0.0         # seconds the chain took in this process
     runs: list = field(default_factory=list)  # run folders the chain used
     detections: str | None = None  # detections file of the chain
-    def to_dict(self): return dict(key=self.key, label=self.label, values=self.values, cached=self.cached,
-                                   wall_s=round(self.wall_s, 3), runs=[_rel(r) for r in self.runs], detections=_rel(self.detections))
+    error: str | None = None    # why the row has no numbers (a run it needs failed: names the run and its log)
+    def to_dict(self):
+        d = dict(key=self.key, label=self.label, values=self.values, cached=self.cached, wall_s=round(self.wall_s, 3),
+                 runs=[_rel(r) for r in self.runs], detections=_rel(self.detections))
+        return {**d, 'error': _scrub(self.error)} if self.error else d
 
 _MEMO: dict = {}
 
@@ -307,7 +311,9 @@ def _run_paths(res) -> list:
     return [str(getattr(r, 'path', r)) for r in (getattr(res, 'runs', None) or [])]
 
 def _chain_row(row: Row, kw: dict, chain_fn, memo, columns) -> RowResult:
-    res, dt, recalled = measure_chain(kw, chain_fn, memo)
+    try: res, dt, recalled = measure_chain(kw, chain_fn, memo)
+    except RunNotMade as e:   # a run of this row failed on the cluster: the row says so, the other rows are measured
+        return RowResult(row.key, row.label, {c: None for c in columns}, cached=False, error=str(e))
     vals = {c: _pct(getattr(res, c, None)) for c in columns}
     det = getattr(res, 'detections_path', None)
     return RowResult(row.key, row.label, vals, cached=bool(recalled or getattr(res, 'from_cache', False)), wall_s=dt,
@@ -466,7 +472,7 @@ class TableResult:
                             where=r.get('where', ''), info=r.get('info') or {}, decimals=r.get('decimals', _decimals_of(r.get('paper')))))
             if 'cached' in r and not r.get('quoted'):
                 res[r['key']] = RowResult(r['key'], r['label'], r.get('values') or {}, r.get('cached'), r.get('wall_s', 0.0),
-                                          list(r.get('runs') or []), r.get('detections'))
+                                          list(r.get('runs') or []), r.get('detections'), r.get('error'))
         fnd = tuple(tuple(tuple(x) if isinstance(x, list) else x for x in f) for f in d['findings']) if 'findings' in d else base.findings
         spec = replace(base, title=d.get('title', base.title), columns=tuple(d.get('columns', base.columns)), rows=tuple(rows),
                        note=d.get('note', base.note), findings=fnd)
@@ -742,6 +748,7 @@ def _notes(result) -> list:
     ch = _chance_text(result.meta.get('chance'), result.spec.columns)
     if ch: out.append(ch)
     out.append(f"Rows from the run cache: {result.n_cached} of {len(result.rows)}; measuring took {result.wall_s:.1f} s.")
+    out += [f"FAILED row {r.label!r}: {r.error}" for r in result.rows.values() if getattr(r, 'error', None)]
     return out
 
 def table_markdown(result: TableResult, figure: str | None = None, level: int = 1) -> str:
@@ -1273,8 +1280,13 @@ def parse_tables(s: str | None) -> list:
 
 def reproduce(profile: str = 'mini', tables=None, device: str = 'auto', gpus=None, runs_dir='runs', reports_dir='reports',
               seed: int = 0, kernel_name: str | None = None, cwd=None, chain_api: str = 'ovstad.stages:run_chain',
-              data_root=None, log: Callable = print) -> dict:
-    "Regenerate `tables` on `profile` into `reports_dir`: layout check (full), parallel chains (gpus), notebooks, README."
+              data_root=None, log: Callable = print, executor: str = 'local', slurm=None, dry_run: bool = False,
+              poll_s: float = 5.0) -> dict:
+    """Regenerate `tables` on `profile` into `reports_dir`: layout check (full), the stage runs (in the notebooks; over
+    `gpus` of this machine; or with `executor='slurm'` as Slurm jobs, `slurm` a `cluster.SlurmConfig`), notebooks, README.
+    `dry_run` (slurm): return (and log) the job graph without submitting anything."""
+    if executor not in ('local', 'slurm'): raise OvstadError(f"unknown executor {executor!r}; use local or slurm")
+    if dry_run and executor != 'slurm': raise OvstadError("--dry-run prints the Slurm job graph; give it with --executor slurm")
     tables = parse_tables(tables) if not isinstance(tables, (list, tuple)) else parse_tables(','.join(map(str, tables)))
     if profile not in ('smoke', 'mini', 'full'): raise OvstadError(f"unknown profile {profile!r}; use smoke, mini or full")
     cwd = Path(cwd or Path.cwd()).resolve()
@@ -1295,6 +1307,30 @@ def reproduce(profile: str = 'mini', tables=None, device: str = 'auto', gpus=Non
         log(f"{len(chains)} chains need {len(planned)} distinct runs; dispatching them over GPUs {gpus}")
         made = dispatch_runs(planned, gpus, profile, 'cuda', data_root, log_dir=runs_dir/'dispatch-logs', log=log)
         summary['dispatched'] = [{'run': str(p.run.path), 'gpu': g, 'wall_s': t} for p, g, t in made]
+    if executor == 'slurm':   # every stage run one Slurm job (afterok on its inputs); the notebooks then only read them
+        from ovstad import cluster
+        if data_root is None and profile != 'full': _ensure_world(profile)
+        if profile == 'mini':
+            from ovstad.stages import released_viclip
+            rel = released_viclip('mini')
+            if rel is not None and not rel.is_file():
+                raise OvstadError(f"the mini chains start from {rel}, which does not exist yet; make it once (`make reproduce`, or "
+                                  f"`ovstad train pretrain --profile mini --executor slurm` then `ovstad train release RUN --out {rel}`), "
+                                  f"or add --pretrain-from-scratch")
+        chains = all_chains([n for n in tables if n != 1], profile)
+        planned = planned_runs(chains, runs_dir, device, seed, data_root)
+        if dry_run:
+            g = cluster.job_graph(planned, profile, data_root, device); cluster.print_graph(g, log)
+            return {'dry_run': True, 'graph': g.to_dict('records')}
+        cfg = slurm or cluster.SlurmConfig.from_settings()
+        log(f"{len(chains)} chains need {len(planned)} distinct runs; Slurm jobs of {cfg}")
+        jobs = cluster.submit_runs(planned, cfg, profile, data_root, device, log=log)
+        rows = cluster.watch(planned, jobs, poll_s=poll_s, log=log)
+        bad = cluster.failed_runs(rows)
+        summary['slurm'] = {'jobs': [{k: _scrub(str(v)) if k == 'log' and v else v for k, v in r.items()} for r in rows],
+                            'failed': [r['run'] for r in bad]}
+        for r in bad: log('  ' + cluster.status_line(r))
+        chain_api = 'ovstad.stages:cached_chain'
     kernel = kernel_name or find_kernel()
     for n in tables:
         params = {'profile': profile, 'device': device, 'runs_dir': str(runs_dir), 'reports_dir': str(reports_dir), 'seed': seed}
@@ -1316,9 +1352,18 @@ def _cmd_reproduce(a) -> int:
     if a.pretrain_from_scratch:   # the mini chains pretrain their ViCLIP first instead of starting from the shipped one
         os.environ['OVSTAD_MINI_VICLIP_CHECKPOINT'] = ''   # read by stages.released_viclip, here and in the papermill kernels
     gpus = [g.strip() for g in a.gpus.split(',') if g.strip()] if a.gpus else None
+    slurm = None
+    if a.executor == 'slurm':
+        from ovstad.cluster import SlurmConfig
+        from ovstad.stages import slurm_overrides
+        slurm = SlurmConfig.from_settings(**slurm_overrides(a))
     s = reproduce(a.profile, a.tables, a.device, gpus, resolve_dir(a.runs_dir, 'runs'), resolve_dir(a.reports_dir, 'reports'),
-                  a.seed, data_root=a.data_root)
+                  a.seed, data_root=a.data_root, executor=a.executor, slurm=slurm, dry_run=a.dry_run)
+    if s.get('dry_run'): return 0
     failed = [n for n, r in s['tables'].items() if not r['ok']]
+    runs_failed = (s.get('slurm') or {}).get('failed') or []
     print(f"reports written to {resolve_dir(a.reports_dir, 'reports')/'README.md'} in {s['wall_s']:.0f} s"
-          + (f"; FAILED tables: {failed} (see reports/executed/)" if failed else ''))
-    return 1 if failed else 0
+          + (f"; FAILED tables: {failed} (see reports/executed/)" if failed else '')
+          + (f"; {len(runs_failed)} Slurm run(s) failed or not run: {', '.join(runs_failed)} (their rows name the logs)"
+             if runs_failed else ''))
+    return 1 if failed or runs_failed else 0
