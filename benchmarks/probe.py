@@ -14,7 +14,7 @@ from pathlib import Path
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 import numpy as np, torch
 
-from ovstad.explore import ProbeSession, load_detector, _toy_video
+from ovstad.explore import ProbeSession, _toy_video
 
 TARGET_MS = {'smoke': 50.0, 'mini': 50.0, 'b16': 150.0, 'l14': 300.0}
 

@@ -24,7 +24,8 @@ from torchvision.ops import roi_align
 
 from ovstad.data import ActDetectionDataset, ClipTransform, collate_detection
 from ovstad.models import CONFIG_NAMES, OVSTAD, ViCLIP, get_config
-from ovstad.stages import load_benchmark, load_detector, world_root
+from ovstad.models import OVSTAD
+from ovstad.stages import load_benchmark, world_root
 from ovstad.trainer import override
 
 
@@ -59,7 +60,7 @@ def main(argv=None):
         cfg = get_config(a.model)
         det = OVSTAD(ViCLIP.from_config(dataclasses.replace(cfg, vision=override(cfg.vision, a.set))), beta=1.0)
     elif a.set: raise SystemExit("--set applies to a named config, not to a checkpoint")
-    else: det = load_detector(a.model, 1.0, b.template)
+    else: det = OVSTAD.from_checkpoint(a.model, beta=1.0, template=b.template)
     det.beta, dev, vc = 1.0, torch.device(a.device), det.viclip
     det.to(dev).train()
     S, C = vc.image_size, len(b.base_classes)

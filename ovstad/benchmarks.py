@@ -18,7 +18,7 @@ import torch
 from .core import OvstadError, ClassList, cli_group, atomic_write, atomic_save_json
 from .data import (read_act_gt, read_ucf24_corrected, ucf24_to_act, read_frame_proposals, read_ava_csv,
                          read_ava_proposals, read_ava_exclusions, read_hcstvg, read_vidstg, VidORIndex, ClipReader,
-                         ClipTransform, ActDetectionDataset, AvaDetectionDataset, ava_keyframes, Keyframe)
+                         ClipTransform, ActDetectionDataset, AvaDetectionDataset, ava_keyframes, Keyframe, write_video)
 
 # %% auto #0
 __all__ = ['SOURCES', 'action_phrase', 'make_prompts', 'CombinedResult', 'combine_results', 'UCFJHMDB', 'ava_action_type',
@@ -157,15 +157,9 @@ class UCFJHMDB:
 # %% ../nbs/05_benchmarks.ipynb #57cb6e62
 def _write_toy_video(path, n=12, h=48, w=64, box=(20, 10, 40, 40)):
     "A small mp4 with a bright rectangle (a stand-in person); used by examples and tests."
-    import av
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), 'w') as c:
-        s = c.add_stream('libx264', rate=25); s.width, s.height, s.pix_fmt = w, h, 'yuv420p'
-        for i in range(n):
-            f = np.full((h, w, 3), 40, np.uint8); x1, y1, x2, y2 = box; f[y1:y2, x1 + i % 3:x2 + i % 3] = 220
-            for pk in s.encode(av.VideoFrame.from_ndarray(f, format='rgb24')): c.mux(pk)
-        for pk in s.encode(): c.mux(pk)
-    return path
+    x1, y1, x2, y2 = box; frames = np.full((n, h, w, 3), 40, np.uint8)
+    for i in range(n): frames[i, y1:y2, x1 + i % 3:x2 + i % 3] = 220
+    return write_video(frames, path, fps=25)
 
 # %% ../nbs/05_benchmarks.ipynb #a2d60252
 def ava_action_type(action_id: int) -> str:

@@ -83,12 +83,9 @@ def parse_extra(items) -> dict:
     return out
 
 # %% ../nbs/07c_cluster.ipynb #45e81e80
-try:
-    from submitit.helpers import Checkpointable as _Checkpointable
-except ImportError:   # submitit is a dependency; without it only the local executor works
-    _Checkpointable = object
+from submitit.helpers import Checkpointable
 
-class StageJob(_Checkpointable):
+class StageJob(Checkpointable):
     "One stage run as a Slurm job: `ovstad <argv>` in each task; several tasks train with DDP (env:// from Slurm)."
     def __init__(self, argv: list, run: str = ''): self.argv, self.run = list(argv), run
     def __call__(self) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv, json, math, os, pickle, re
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -21,10 +22,10 @@ from .core import OvstadError, ClassList, cli_group, parse_label_map
 __all__ = ['AVA_COLUMNS', 'PERSON_CATEGORIES', 'VIDEO_EXTS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'validate_act_gt', 'read_act_gt',
            'read_ucf24_corrected', 'ucf24_to_act', 'read_ava_csv', 'read_ava_exclusions', 'read_ava_proposals',
            'read_frame_proposals', 'HCSTVGRecord', 'read_hcstvg', 'VidSTGRecord', 'read_vidstg',
-           'read_vidor_trajectories', 'VidORIndex', 'clip_indices', 'ClipReader', 'normalize_clip', 'boxes_to_original',
-           'ClipTransform', 'Keyframe', 'KeyframeDataset', 'collate_detection', 'box_iou', 'act_frame_boxes',
-           'act_keyframes', 'ActDetectionDataset', 'ava_keyframes', 'AvaDetectionDataset', 'detect_format',
-           'inspect_path']
+           'read_vidor_trajectories', 'VidORIndex', 'read_captions', 'clip_indices', 'ClipReader', 'video_info',
+           'read_video', 'write_video', 'read_box_file', 'boxes_to_original', 'ClipTransform', 'Keyframe',
+           'KeyframeDataset', 'collate_detection', 'box_iou', 'act_frame_boxes', 'act_keyframes', 'ActDetectionDataset',
+           'ava_keyframes', 'AvaDetectionDataset', 'detect_format', 'inspect_path']
 
 # %% ../nbs/04_data.ipynb #9e4e7d29
 def _load_pickle(path) -> Any:
@@ -333,6 +334,35 @@ class VidORIndex:
         return fr[m], bx[m]
     def __repr__(self): return f"VidORIndex({self.root}, {len(self)} annotation files)"
 
+# %% ../nbs/04_data.ipynb #68f8dfc7
+_VKEYS, _CKEYS = ('video', 'video_id', 'name', 'file', 'path', 'vid'), ('caption', 'text', 'captions', 'sentence')
+
+def read_captions(path: str | Path) -> list[tuple[str, str]]:
+    "[(video, caption), ...] from a captions.json (list of records or {video: caption(s)})."
+    path = Path(path)
+    if path.is_dir(): path = path/'captions.json'
+    if not path.exists(): raise OvstadError(f"{path} does not exist: a video-text set needs captions.json beside videos/")
+    try: data = json.loads(path.read_text())
+    except json.JSONDecodeError as e: raise OvstadError(f"{path} is not valid JSON: {e}") from None
+    if isinstance(data, dict):
+        for k in ('pairs', 'items', 'annotations', 'videos'):  # a wrapper object
+            if isinstance(data.get(k), list): data = data[k]; break
+    out = []
+    if isinstance(data, dict):
+        for v, c in data.items():
+            for cap in ([c] if isinstance(c, str) else list(c)): out.append((str(v), str(cap)))
+    elif isinstance(data, list):
+        for i, r in enumerate(data):
+            if not isinstance(r, dict): raise OvstadError(f"{path}: record {i} is a {type(r).__name__}, expected an object")
+            vk = next((k for k in _VKEYS if k in r), None); ck = next((k for k in _CKEYS if k in r), None)
+            if vk is None or ck is None:
+                raise OvstadError(f"{path}: record {i} lacks a video ({'/'.join(_VKEYS)}) or a caption ({'/'.join(_CKEYS)}) field: {sorted(r)}")
+            caps = r[ck]
+            for cap in ([caps] if isinstance(caps, str) else list(caps)): out.append((str(r[vk]), str(cap)))
+    else: raise OvstadError(f"{path}: expected a list of records or a mapping, got {type(data).__name__}")
+    if not out: raise OvstadError(f"{path} holds no video-caption pairs")
+    return out
+
 # %% ../nbs/04_data.ipynb #e95947dd
 def clip_indices(center: int, num_frames: int = 8, stride: int = 1, n_frames: int | None = None) -> np.ndarray:
     "0-based frame indices of a `num_frames`-frame clip at `stride` centred on 0-based `center`, clamped to `[0, n_frames)`."
@@ -356,6 +386,15 @@ class ClipReader:
         self.frame_cache_mb, self.whole_video_mb = frame_cache_mb, whole_video_mb
         self._frames, self._frames_bytes, self._info, self._where = OrderedDict(), 0, {}, {}
         self.hits = self.misses = 0
+    @classmethod
+    def for_file(cls, path, **kwargs) -> 'ClipReader':
+        """A reader of one video file anywhere, read by its file name (`path.name`); decodes clip by clip (no
+        whole-video cache) unless `kwargs` say otherwise. Raises `OvstadError` when the file does not exist."""
+        path = Path(path)
+        if not path.is_file():
+            raise OvstadError(f"video {path} does not exist; give the path of an .mp4 (or any format ffmpeg reads)")
+        r = cls(path.parent, videos_dir='.', **{'whole_video_mb': 0, **kwargs}); r._where[path.name] = path
+        return r
     def locate(self, video: str) -> Path:
         "The video file (or frame folder) of `video`; raises `OvstadError` naming where it looked."
         v = str(video)
@@ -444,13 +483,82 @@ def _imread(p) -> np.ndarray:
     if im is None: raise OvstadError(f"cannot read frame image {p}")
     return im[:, :, ::-1].copy()
 
+# %% ../nbs/04_data.ipynb #2ce21621
+def video_info(path) -> dict:
+    "`{'path', 'n_frames', 'fps', 'size' (H, W)}` of one video file (any container ffmpeg reads)."
+    path = Path(path); inf = ClipReader.for_file(path).info(path.name)
+    return dict(path=str(path), n_frames=inf['frames'], fps=inf['fps'], size=tuple(int(s) for s in inf['size']))
+
+def read_video(path, indices=None) -> np.ndarray:
+    "uint8 RGB frames (T, H, W, 3) of one video file: all of them, or those at 0-based `indices` (clamped)."
+    path = Path(path); r = ClipReader.for_file(path)
+    if indices is None: indices = np.arange(r.info(path.name)['frames'])
+    return r.read_frames(path.name, indices)
+
+def write_video(frames, path, fps: float = 25.0, crf: int = 23) -> Path:
+    """Encode RGB uint8 frames (a (T, H, W, 3) array or an iterable of (H, W, 3) ones) as an H.264 mp4 at `fps`.
+    Atomic: written to a hidden temporary file beside `path` and renamed when complete, so a killed job leaves no
+    half-written video under the real name. Odd sizes are cropped to even (4:2:0). One x264 thread and a fixed
+    BT.601 conversion make the bytes a function of the frames alone: the generated worlds' fingerprints rely on it."""
+    import av, cv2
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.stem}.tmp{path.suffix}')
+    try:
+        with av.open(str(tmp), 'w', format='mp4') as c:
+            st = None
+            for f in frames:
+                f = np.asarray(f)[..., :3]
+                if st is None:
+                    H, W = f.shape[0] // 2 * 2, f.shape[1] // 2 * 2
+                    if H == 0 or W == 0: raise OvstadError(f"{path}: a frame of shape {f.shape} is too small to encode")
+                    st = c.add_stream('libx264', rate=Fraction(fps).limit_denominator(1001))
+                    st.width, st.height, st.pix_fmt = W, H, 'yuv420p'
+                    st.codec_context.thread_count = 1
+                    st.options = {'crf': str(crf), 'preset': 'veryfast', 'threads': '1', 'x264-params': 'mbtree=0'}
+                yuv = cv2.cvtColor(np.ascontiguousarray(f[:H, :W], dtype=np.uint8), cv2.COLOR_RGB2YUV_I420)
+                for pkt in st.encode(av.VideoFrame.from_ndarray(yuv, format='yuv420p')): c.mux(pkt)
+            if st is None: raise OvstadError(f"no frames to write to {path}")
+            for pkt in st.encode(): c.mux(pkt)
+    except BaseException:
+        tmp.unlink(missing_ok=True); raise
+    os.replace(tmp, path)
+    return path
+
+# %% ../nbs/04_data.ipynb #164b43cb
+def read_box_file(path, video_name: str, fps: float, size: tuple) -> dict:
+    """Boxes a user hands in for one video -> `{0-based frame: (n, 5) x1, y1, x2, y2, score in pixels}`.
+
+    Two formats: a frame-proposals pickle (`read_frame_proposals`; keys `<video>,<frame:05d>`, 1-based frames; a
+    pickle of one video is taken whatever its name), or a CSV with a header naming `frame` (0-based, pixel boxes) or
+    `timestamp` (seconds, boxes normalized to [0, 1] as in AVA), `x1, y1, x2, y2` and optionally `score`."""
+    import pandas as pd
+    path = Path(path); H, W = size
+    if not path.exists(): raise OvstadError(f"boxes file {path} does not exist")
+    if path.suffix in ('.pkl', '.pickle'):
+        d = read_frame_proposals(path)
+        one = len({v for v, _ in d}) == 1
+        out = {fr - 1: a for (v, fr), a in d.items() if v == video_name or one}
+        if not out: raise OvstadError(f"{path}: no keys '<{video_name}>,<frame:05d>' in this proposals pickle")
+        return out
+    try: df = pd.read_csv(path)
+    except Exception as e: raise OvstadError(f"{path}: not a readable CSV ({type(e).__name__}: {e})") from None
+    need = {'x1', 'y1', 'x2', 'y2'}
+    if not need <= set(df.columns) or not ({'frame', 'timestamp'} & set(df.columns)):
+        raise OvstadError(f"{path}: a boxes CSV needs a header with frame or timestamp and x1,y1,x2,y2 "
+                          f"(got {list(df.columns)})")
+    if 'score' not in df: df['score'] = 1.0
+    if 'frame' in df: keys, scale = df['frame'].astype(int), np.ones(4, np.float32)
+    else: keys, scale = (df['timestamp'].astype(float) * fps).round().astype(int), np.array([W, H, W, H], np.float32)
+    out = {}
+    for i, (k, row) in enumerate(zip(keys, df[['x1', 'y1', 'x2', 'y2', 'score']].to_numpy(np.float32))):
+        if not (row[2] > row[0] and row[3] > row[1]):
+            raise OvstadError(f"{path}: row {i + 2} has an empty box {row[:4].tolist()} (need x2 > x1, y2 > y1)")
+        b = row.copy(); b[:4] *= scale
+        out.setdefault(int(k), []).append(b)
+    return {k: np.stack(v) for k, v in out.items()}
+
 # %% ../nbs/04_data.ipynb #b74c7820
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-def normalize_clip(frames: np.ndarray) -> torch.Tensor:
-    "uint8 (T, H, W, 3) -> float (T, 3, H, W) ImageNet-normalized."
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
-    return (x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
 
 def boxes_to_original(boxes, geom: dict) -> np.ndarray:
     "Map boxes (n, 4) in transformed-clip pixels back to original pixels using a transform's `geom` record."
@@ -832,7 +940,6 @@ def inspect_path(path, format: str = 'auto') -> dict:
         s.update(n_frames=len(fs), size=list(_imread(fs[0]).shape[:2]), first=fs[0].name, last=fs[-1].name,
                  not_numbered_from_00001=odd[:5])
     elif fmt == 'corpus':
-        from ovstad.stages import read_captions
         root = p if p.is_dir() else p.parent
         pairs = read_captions(p); vids = sorted({v for v, _ in pairs})
         cr, missing = ClipReader(root), []

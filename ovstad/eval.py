@@ -6,7 +6,7 @@ Docs: https://github.com/ovstad/ovstad/eval.html.md"""
 
 # %% ../nbs/03_eval.ipynb #84f11101
 from __future__ import annotations
-import heapq, json, math, pickle, time, warnings
+import heapq, json, math, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from .core import OvstadError, ClassList, atomic_write, atomic_save_json, cli_gr
 # %% auto #0
 __all__ = ['ACT_COLUMNS', 'AVA_GT_COLUMNS', 'AVA_DET_COLUMNS', 'FrameMAPResult', 'act_iou', 'act_pr_to_ap', 'act_frame_map',
            'read_ava_table', 'ava_iou', 'voc_ap', 'ava_frame_map', 'write_ava_detections', 'write_act_detections',
-           'read_act_detections', 'plot_result']
+           'read_act_detections', 'read_ava_detections', 'read_detections', 'plot_result']
 
 # %% ../nbs/03_eval.ipynb #e2f81298
 @dataclass
@@ -169,17 +169,13 @@ def _greedy_remaining(iou: np.ndarray, group: np.ndarray, th: float) -> np.ndarr
 ACT_COLUMNS = ['video', 'frame', 'label', 'score', 'x1', 'y1', 'x2', 'y2']
 
 def _load_act_gt(gt) -> dict:
-    "The ACT GT dict from a dict or a pickle path (via `ovstad.data.read_act_gt` when that reader exists)."
+    "The ACT GT dict from a dict or a pickle path (read and validated by `ovstad.data.read_act_gt`)."
     if isinstance(gt, dict): d = gt
     else:
         p = Path(gt)
         if not p.exists(): raise OvstadError(f"ACT ground truth {p} does not exist")
-        try:
-            from ovstad.data import read_act_gt
-        except ImportError: read_act_gt = None
-        if read_act_gt is not None: d = read_act_gt(p)
-        else:
-            with open(p, 'rb') as f: d = pickle.load(f, encoding='latin1')
+        from ovstad.data import read_act_gt
+        d = read_act_gt(p)
     miss = [k for k in ('labels', 'gttubes', 'nframes', 'test_videos') if k not in d]
     if miss: raise OvstadError(f"ACT ground truth lacks keys {miss}; expected an ACT-style GT pickle "
                                "(labels, gttubes, nframes, train_videos, test_videos, resolution)")
@@ -623,21 +619,22 @@ def _ava_tp(dkey, dpos, daid, dyx, gk, ga, gyx, th):
     return tp
 
 # %% ../nbs/03_eval.ipynb #1b6c6ae3
-def write_ava_detections(det: pd.DataFrame, path: str | Path) -> Path:
-    "Write detections (columns video_id, timestamp, x1, y1, x2, y2, action_id, score) as the official AVA CSV, atomically."
+def write_ava_detections(det: pd.DataFrame, path: str | Path, float_format: str | None = None) -> Path:
+    """Write detections (columns video_id, timestamp, x1, y1, x2, y2, action_id, score) as the official AVA CSV
+    (no header, 4-digit timestamps), atomically. `float_format` (e.g. '%.6g'): default shortest round-trip floats."""
     miss = [c for c in AVA_DET_COLUMNS if c not in det.columns]
     if miss: raise OvstadError(f"detections lack columns {miss}; expected {AVA_DET_COLUMNS}")
     out = det[AVA_DET_COLUMNS].copy()
     out['timestamp'] = out['timestamp'].astype(np.int64).map('{:04d}'.format)
     out['action_id'] = out['action_id'].astype(np.int64)
-    with atomic_write(path) as f: out.to_csv(f, header=False, index=False)   # shortest round-trip floats
+    with atomic_write(path) as f: out.to_csv(f, header=False, index=False, float_format=float_format)
     return Path(path)
 
-def write_act_detections(det: pd.DataFrame, path: str | Path) -> Path:
-    "Write an ACT-style detection table (video, frame, label, score, x1, y1, x2, y2) as CSV with a header, atomically."
+def write_act_detections(det: pd.DataFrame, path: str | Path, float_format: str | None = None) -> Path:
+    "Write an ACT-style detection table (`ACT_COLUMNS`) as CSV with a header, atomically (`float_format` as above)."
     miss = [c for c in ACT_COLUMNS if c not in det.columns]
     if miss: raise OvstadError(f"detections lack columns {miss}; expected {ACT_COLUMNS}")
-    with atomic_write(path) as f: det[ACT_COLUMNS].to_csv(f, index=False)
+    with atomic_write(path) as f: det[ACT_COLUMNS].to_csv(f, index=False, float_format=float_format)
     return Path(path)
 
 def read_act_detections(path: str | Path) -> pd.DataFrame:
@@ -658,6 +655,16 @@ def read_act_detections(path: str | Path) -> pd.DataFrame:
     miss = [c for c in ACT_COLUMNS if c not in df.columns]
     if miss: raise OvstadError(f"{p}: missing columns {miss}; expected a header {','.join(ACT_COLUMNS)}")
     return df
+
+def read_ava_detections(path: str | Path) -> pd.DataFrame:
+    "Read an AVA detections CSV (no header; `AVA_DET_COLUMNS`) as `write_ava_detections` writes it; `read_ava_table` validates."
+    p = Path(path)
+    if not p.exists(): raise OvstadError(f"detections file {p} does not exist")
+    return pd.read_csv(p, header=None, names=AVA_DET_COLUMNS, dtype={'video_id': str})
+
+def read_detections(path: str | Path, benchmark: str) -> pd.DataFrame:
+    "The detections CSV of a benchmark: ACT columns with a header for 'ucf_jhmdb', AVA's headerless CSV for 'ov_ava'."
+    return read_ava_detections(path) if benchmark == 'ov_ava' else read_act_detections(path)
 
 # %% ../nbs/03_eval.ipynb #b4e1b203
 def plot_result(result: FrameMAPResult,  # what to plot

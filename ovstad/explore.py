@@ -6,7 +6,7 @@ Docs: https://github.com/ovstad/ovstad/explore.html.md"""
 
 # %% ../nbs/08_explore.ipynb #5ca1de86
 from __future__ import annotations
-import argparse, html, json, math, os, pickle, re, sys, textwrap, time
+import argparse, functools, html, json, math, os, re, sys, textwrap, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -20,13 +20,12 @@ from .core import (
     resolve_device)
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'parse_prompts', 'video_info', 'clip_frame_ids', 'ClipData', 'to_model_input',
-           'auto_stride', 'resolve_stride', 'read_clip', 'write_video', 'BoxSet', 'dataset_root_of', 'dataset_stride',
-           'annotated_boxes', 'annotated_frames', 'read_box_file', 'find_torchvision_detector', 'PersonDetector',
-           'load_detector', 'stage_checkpoints', 'checkpoint_choices', 'score_boxes', 'SimilarityMap',
-           'similarity_from_fmap', 'similarity_map', 'box_heat', 'draw_boxes', 'box_labels', 'plot_box_overlay',
-           'plot_score_heatmap', 'plot_box_scores', 'plot_similarity_maps', 'ProbeResult', 'ProbeSession',
-           'pick_checkpoint', 'pick_clip', 'save_probe', 'find_clips', 'scores_html', 'ProbeWidget',
+__all__ = ['parse_prompts', 'check_keyframe', 'ClipData', 'to_model_input', 'auto_stride', 'resolve_stride', 'read_clip',
+           'BoxSet', 'dataset_root_of', 'dataset_stride', 'annotated_boxes', 'annotated_frames',
+           'find_torchvision_detector', 'PersonDetector', 'stage_checkpoints', 'checkpoint_choices', 'score_boxes',
+           'SimilarityMap', 'similarity_from_fmap', 'similarity_map', 'box_heat', 'draw_boxes', 'box_labels',
+           'plot_box_overlay', 'plot_score_heatmap', 'plot_box_scores', 'plot_similarity_maps', 'ProbeResult',
+           'ProbeSession', 'pick_checkpoint', 'pick_clip', 'save_probe', 'find_clips', 'scores_html', 'ProbeWidget',
            'default_checkpoint', 'keyframes_at', 'detect_video', 'write_prompt_label_map', 'render_overlay']
 
 # %% ../nbs/08_explore.ipynb #9267e591
@@ -45,27 +44,14 @@ def parse_prompts(text: str | Sequence[str]) -> list[str]:
     return out
 
 # %% ../nbs/08_explore.ipynb #dac68c0a
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .data import (IMAGENET_MEAN, IMAGENET_STD, ClipReader, clip_indices, video_info, write_video, read_box_file,
+                         read_act_gt, act_frame_boxes, read_frame_proposals, read_ava_csv, read_ava_proposals)
 
-def _video_reader(path):
-    path = Path(path)
-    if not path.exists(): raise OvstadError(f"video {path} does not exist; give the path of an .mp4 (or any format ffmpeg reads)")
-    import decord
-    try: return decord.VideoReader(str(path), num_threads=1)
-    except Exception as e: raise OvstadError(f"cannot decode video {path}: {e}; check that the file is a complete video") from None
-
-def video_info(path) -> dict:
-    "Frame count, fps and (H, W) of a video file."
-    vr = _video_reader(path)
-    h, w = vr[0].shape[:2]
-    return dict(path=str(path), n_frames=len(vr), fps=float(vr.get_avg_fps()), size=(int(h), int(w)))
-
-def clip_frame_ids(keyframe: int, n_frames: int, num_frames: int = 8, stride: int = 1) -> np.ndarray:
-    "Indices of a `num_frames` clip centred on `keyframe` (frame `num_frames//2` of the clip), clamped to `[0, n_frames)`."
-    if not 0 <= keyframe < n_frames: raise OvstadError(f"keyframe {keyframe} is outside the video's frames 0..{n_frames - 1}")
-    ids = keyframe + stride * (np.arange(num_frames) - num_frames // 2)
-    return np.clip(ids, 0, n_frames - 1)
+def check_keyframe(keyframe: int, n_frames: int) -> int:
+    "`keyframe` as an int; `OvstadError` when it lies outside a video's frames `0..n_frames - 1`."
+    if not 0 <= int(keyframe) < n_frames:
+        raise OvstadError(f"keyframe {keyframe} is outside the video's frames 0..{n_frames - 1}")
+    return int(keyframe)
 
 # %% ../nbs/08_explore.ipynb #f50714ad
 @dataclass
@@ -113,36 +99,16 @@ def resolve_stride(path, fps: float, num_frames: int = 8, stride: int | str = 'a
     return (dataset_stride(path) or auto_stride(fps, num_frames)) if stride == 'auto' else int(stride)
 
 def read_clip(path, keyframe: int, num_frames: int = 8, stride: int | str = 'auto', size: int = 224) -> ClipData:
-    """Read a keyframe-centred clip of `path` (any video decord reads) and make the model input.
+    """Read a keyframe-centred clip of `path` (any video the data layer's `ClipReader` decodes) and make the model input.
     `stride='auto'`: see `resolve_stride`."""
-    vr = _video_reader(path)
-    fps = float(vr.get_avg_fps())
+    path = Path(path); reader = ClipReader.for_file(path); inf = reader.info(path.name)
+    fps, n = inf['fps'], inf['frames']
     stride = resolve_stride(path, fps, num_frames, stride)
-    ids = clip_frame_ids(int(keyframe), len(vr), num_frames, stride)
-    frames = vr.get_batch(ids.tolist()).asnumpy()
-    return ClipData(Path(path), int(keyframe), ids, frames, to_model_input(frames, size), fps, len(vr))
+    ids = clip_indices(check_keyframe(keyframe, n), num_frames, stride, n)
+    frames = reader.read_frames(path.name, ids)
+    return ClipData(path, int(keyframe), ids, frames, to_model_input(frames, size), fps, n)
 
 # %% ../nbs/08_explore.ipynb #62e7bb4e
-def write_video(frames, path, fps: float = 25.0) -> Path:
-    "Write RGB uint8 frames (T, H, W, 3) or an iterable of them to an H.264 mp4 with PyAV (atomic)."
-    import av
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.stem}.tmp{path.suffix}')
-    from fractions import Fraction
-    with av.open(str(tmp), 'w') as out:
-        st = None
-        for f in frames:
-            f = np.ascontiguousarray(f[..., :3], dtype=np.uint8)
-            if st is None:
-                st = out.add_stream('libx264', rate=Fraction(fps).limit_denominator(1001))
-                st.height, st.width = f.shape[0] // 2 * 2, f.shape[1] // 2 * 2
-                st.pix_fmt = 'yuv420p'; st.options = {'preset': 'veryfast', 'crf': '23'}
-            for p in st.encode(av.VideoFrame.from_ndarray(f[:st.height, :st.width], format='rgb24')): out.mux(p)
-        if st is None: raise OvstadError(f"no frames to write to {path}")
-        for p in st.encode(): out.mux(p)
-    os.replace(tmp, path)
-    return path
-
 def _toy_video(path, n: int = 24, size=(72, 96), fps: float = 12.0) -> Path:
     H, W = size; frames = np.full((n, H, W, 3), 30, np.uint8)
     for t in range(n):
@@ -160,7 +126,6 @@ class BoxSet:
     def __len__(self): return len(self.boxes)
     def __repr__(self): return f"BoxSet({len(self)} boxes from {self.source})"
 
-def _empty_boxes(source): return BoxSet(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), [], source)
 
 def dataset_root_of(video) -> tuple[Path, str] | None:
     "(root, video name) for a video at `<root>/videos/<name>.<ext>` (name may contain '/'), else None."
@@ -181,27 +146,30 @@ def dataset_stride(path) -> int | None:
     from ovstad.stages import get_recipe   # the paper's detect recipe holds the benchmark's stride
     return get_recipe('detect', bench, 'full').stride
 
-def _load_pickle(path):
-    try:
-        with open(path, 'rb') as f: return pickle.load(f, encoding='latin1')
-    except Exception as e: raise OvstadError(f"cannot read pickle {path}: {e}") from None
+
 
 # %% ../nbs/08_explore.ipynb #220679eb
+@functools.lru_cache(maxsize=16)
+def _read_cached(reader, path: str, mtime_ns: int):
+    return reader(path)
+
+def _read(reader, path):
+    "`reader(path)` through the data layer, read once per file version (the probe asks for one frame at a time)."
+    p = Path(path); return _read_cached(reader, str(p), p.stat().st_mtime_ns)
+
+_read_ava_gt = functools.partial(read_ava_csv, kind='gt')
+
+def _ava_gt_csvs(root) -> list[Path]:
+    return [p for p in sorted(root.glob('ava_val*.csv')) + sorted(root.glob('ava_train*.csv')) if 'excluded' not in p.name]
+
 def _act_gt_boxes(gt_path, video, frame1) -> BoxSet:
-    gt = _load_pickle(gt_path)
-    for k in ('labels', 'gttubes'):
-        if k not in gt: raise OvstadError(f"{gt_path}: not an ACT ground-truth pickle (key {k!r} missing)")
-    boxes, labels = [], []
-    for lab, tubes in gt['gttubes'].get(video, {}).items():
-        for tube in tubes:
-            tube = np.asarray(tube)
-            for row in tube[tube[:, 0] == frame1]: boxes.append(row[1:5]); labels.append(str(gt['labels'][int(lab)]))
-    b = np.asarray(boxes, np.float32).reshape(-1, 4)
-    return BoxSet(b, np.ones(len(b), np.float32), labels, f'gt: {Path(gt_path).name}')
+    gt = _read(read_act_gt, gt_path)
+    rows = act_frame_boxes(gt, video).get(frame1, []) if video in gt['gttubes'] else []
+    b = np.asarray([box for _, box in rows], np.float32).reshape(-1, 4)
+    return BoxSet(b, np.ones(len(b), np.float32), [str(gt['labels'][lab]) for lab, _ in rows], f'gt: {Path(gt_path).name}')
 
 def _act_proposals(prop_path, video, frame1, threshold) -> BoxSet:
-    props = _load_pickle(prop_path)
-    a = np.asarray(props.get(f'{video},{frame1:05d}', np.zeros((0, 5))), np.float32).reshape(-1, 5)
+    a = _read(read_frame_proposals, prop_path).get((video, frame1), np.zeros((0, 5), np.float32))
     a = a[a[:, 4] >= threshold]
     return BoxSet(a[:, :4], a[:, 4], [''] * len(a), f'proposals: {Path(prop_path).name} (score >= {threshold})')
 
@@ -211,34 +179,29 @@ def _ava_nearest_ts(ts_list, t, tol=0.51):
     return ts[i] if abs(ts[i] - t) <= tol else None
 
 def _ava_boxes(root, video, t, size, source, threshold) -> BoxSet | None:
-    import pandas as pd
-    H, W = size
+    H, W = size; scale = np.array([W, H, W, H], np.float32)
     if source == 'gt':
-        csvs = sorted(root.glob('ava_val*.csv')) + sorted(root.glob('ava_train*.csv'))
-        for csv in csvs:
-            df = pd.read_csv(csv, header=None)
-            df = df[df[0].astype(str) == video]
-            ts = _ava_nearest_ts(df[1].tolist(), t)
+        for csv in _ava_gt_csvs(root):
+            df = _read(_read_ava_gt, csv)
+            df = df[df['video_id'].astype(str) == video]
+            ts = _ava_nearest_ts(df['timestamp'].tolist(), t)
             if ts is None: continue
-            df = df[df[1].astype(float) == ts]
+            df = df[df['timestamp'].astype(float) == ts]
             names = {}
             pb = sorted(root.glob('*action_list*.pbtxt'))
             if pb:
-                from ovstad.core import ClassList
                 cl = ClassList.from_pbtxt(pb[0]); names = dict(zip(cl.ids, cl.names))
-            groups = df.groupby([2, 3, 4, 5], sort=False)[6].apply(list)
-            b = np.array([k for k in groups.index], np.float32).reshape(-1, 4) * [W, H, W, H]
+            groups = df.groupby(['x1', 'y1', 'x2', 'y2'], sort=False)['action_id'].apply(list)
+            b = np.array(list(groups.index), np.float32).reshape(-1, 4) * scale
             labels = [', '.join(names.get(int(a), str(a)) for a in acts) for acts in groups]
-            return BoxSet(b.astype(np.float32), np.ones(len(b), np.float32), labels, f'gt: {csv.name} @ {ts:g}s')
+            return BoxSet(b, np.ones(len(b), np.float32), labels, f'gt: {csv.name} @ {ts:g}s')
         return None
     for pk in sorted(root.glob('ava_proposals*.pkl')):
-        props = _load_pickle(pk)
-        ts = _ava_nearest_ts([int(k.split(',')[1]) for k in props if k.split(',')[0] == video], t)
+        props = _read(read_ava_proposals, pk)
+        ts = _ava_nearest_ts([k[1] for k in props if k[0] == video], t)
         if ts is None: continue
-        a = np.asarray(props[f'{video},{int(ts):04d}'], np.float32).reshape(-1, 5)
-        a = a[a[:, 4] >= threshold]
-        return BoxSet(a[:, :4] * np.array([W, H, W, H], np.float32), a[:, 4], [''] * len(a),
-                      f'proposals: {pk.name} @ {ts:g}s (score >= {threshold})')
+        a = props[(video, int(ts))]; a = a[a[:, 4] >= threshold]
+        return BoxSet(a[:, :4] * scale, a[:, 4], [''] * len(a), f'proposals: {pk.name} @ {ts:g}s (score >= {threshold})')
     return None
 
 # %% ../nbs/08_explore.ipynb #a3250083
@@ -272,48 +235,19 @@ def annotated_frames(video, source: str = 'gt', info: dict | None = None) -> lis
     if found is None: return []
     root, name = found
     if source == 'gt' and sorted(root.glob('*GT.pkl')):
-        tubes = _load_pickle(sorted(root.glob('*GT.pkl'))[0])['gttubes'].get(name, {})
+        tubes = _read(read_act_gt, sorted(root.glob('*GT.pkl'))[0])['gttubes'].get(name, {})
         return sorted({int(f) - 1 for ts in tubes.values() for t in ts for f in np.asarray(t)[:, 0]})
     if source == 'proposals' and (root/'proposals.pkl').exists():
-        return sorted(int(k.rpartition(',')[2]) - 1 for k in _load_pickle(root/'proposals.pkl') if k.rpartition(',')[0] == name)
+        return sorted(fr - 1 for v, fr in _read(read_frame_proposals, root/'proposals.pkl') if v == name)
     fps = (info or video_info(video))['fps']
     ts = set()
     if source == 'gt':
-        import pandas as pd
-        for csv in sorted(root.glob('ava_val*.csv')) + sorted(root.glob('ava_train*.csv')):
-            df = pd.read_csv(csv, header=None); ts |= set(df[df[0].astype(str) == name][1].astype(float))
+        for csv in _ava_gt_csvs(root):
+            df = _read(_read_ava_gt, csv); ts |= set(df[df['video_id'].astype(str) == name]['timestamp'].astype(float))
     else:
         for pk in sorted(root.glob('ava_proposals*.pkl')):
-            ts |= {float(k.split(',')[1]) for k in _load_pickle(pk) if k.split(',')[0] == name}
+            ts |= {float(t) for v, t in _read(read_ava_proposals, pk) if v == name}
     return sorted(int(round(t * fps)) for t in ts)
-
-# %% ../nbs/08_explore.ipynb #520d663d
-def read_box_file(path, video_name: str, fps: float, size: tuple) -> dict:
-    "{0-based frame: (n, 5) x1, y1, x2, y2, score in pixels} from a boxes CSV or frame-proposals pickle."
-    import pandas as pd
-    path = Path(path); H, W = size
-    if not path.exists(): raise OvstadError(f"boxes file {path} does not exist")
-    out = {}
-    if path.suffix in ('.pkl', '.pickle'):
-        d = _load_pickle(path)
-        for k, a in d.items():
-            v, _, fr = str(k).rpartition(',')
-            if v == video_name or len({str(x).rpartition(',')[0] for x in d}) == 1:
-                out[int(fr) - 1] = np.asarray(a, np.float32).reshape(-1, 5)
-        if not out: raise OvstadError(f"{path}: no keys '<{video_name}>,<frame:05d>' in this proposals pickle")
-        return out
-    df = pd.read_csv(path)
-    need = {'x1', 'y1', 'x2', 'y2'}
-    if not need <= set(df.columns) or not ({'frame', 'timestamp'} & set(df.columns)):
-        raise OvstadError(f"{path}: a boxes CSV needs a header with frame or timestamp and x1,y1,x2,y2 (got {list(df.columns)})")
-    if 'score' not in df: df['score'] = 1.0
-    if 'frame' in df: keys, scale = df['frame'].astype(int), np.ones(4, np.float32)
-    else: keys, scale = (df['timestamp'].astype(float) * fps).round().astype(int), np.array([W, H, W, H], np.float32)
-    for i, (k, row) in enumerate(zip(keys, df[['x1', 'y1', 'x2', 'y2', 'score']].to_numpy(np.float32))):
-        if not (row[2] > row[0] and row[3] > row[1]): raise OvstadError(f"{path}: row {i + 2} has an empty box {row[:4].tolist()} (need x2 > x1, y2 > y1)")
-        b = row.copy(); b[:4] *= scale
-        out.setdefault(int(k), []).append(b)
-    return {k: np.stack(v) for k, v in out.items()}
 
 # %% ../nbs/08_explore.ipynb #952bd3e6
 _TV_DETECTORS = {  # torchvision builder -> weights enum (file names as torchvision publishes them)
@@ -393,31 +327,10 @@ class PersonDetector:
     def __repr__(self): return f"PersonDetector({self.kind}{', weak' if self.weak else ''}, score >= {self.score_threshold})"
 
 # %% ../nbs/08_explore.ipynb #5ccd1fc3
-from .core import CONFIG_NAMES
-
-def load_detector(checkpoint: str | Path = 'smoke', # a ViCLIP-layout file, or a config name for random weights
-                  beta: float = 0.3, # fusion weight of the region feature
-                  device='cpu',
-                  seed: int = 0, # random weights of a config name are drawn from this seed, so two runs agree
-                  **kw):
-    "An `OVSTAD` detector (eval mode) on a ViCLIP loaded from `checkpoint`."
-    from ovstad.models import ViCLIP, OVSTAD
-    if str(checkpoint) in CONFIG_NAMES:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed); viclip = ViCLIP.from_config(str(checkpoint))
-    else:
-        p = Path(checkpoint)
-        if not p.exists(): raise OvstadError(f"checkpoint {p} does not exist; give a ViCLIP-layout .pth file or one of {CONFIG_NAMES} (random weights)")
-        viclip = ViCLIP.from_checkpoint(p, map_location='cpu')
-    det = OVSTAD(viclip, beta=beta, **kw)
-    # align/finetune runs store the detector's learnt temperature beside the weights; `from_checkpoint` kept it
-    # (one load of the file: no second torch.load that a harmless extra entry, e.g. an argparse.Namespace, would break)
-    tau = getattr(viclip, 'checkpoint_extras', {}).get('ovstad_tau')
-    if tau is not None:
-        with torch.no_grad(): det.tau.fill_(float(tau))
-    det = det.to(resolve_device(device)).eval()
-    det.ovstad_checkpoint = str(checkpoint)
-    return det
+def _probe_detector(checkpoint, beta: float = 0.3, device='cpu'):
+    "The probe's and `ovstad detect`'s detector: `OVSTAD.from_checkpoint` on `device`, in eval mode."
+    from ovstad.models import OVSTAD
+    return OVSTAD.from_checkpoint(checkpoint, beta=beta).to(resolve_device(device)).eval()
 
 def _runs_dir() -> Path: return Settings().path_of('paths', 'runs', 'runs')
 
@@ -446,8 +359,6 @@ def checkpoint_choices(runs_dir=None) -> dict:
     return out
 
 # %% ../nbs/08_explore.ipynb #11e9833c
-def _as_text_emb(det, prompts) -> torch.Tensor: return det.prompt_embeddings(list(prompts))
-
 @torch.no_grad()
 def score_boxes(det, feats, boxes_model: torch.Tensor, prompts: Sequence[str], beta: float | None = None) -> np.ndarray:
     "(K, P) sigmoid scores of boxes (model pixels, (K, 4)) against prompts, from cached `ClipFeatures` (beta None: the detector's)."
@@ -627,7 +538,7 @@ class ProbeSession:
                  num_frames: int | None = None, # clip length (default: the model's)
                  stride: int | str = 'auto', # frame stride of the clip (auto: the benchmark's for dataset videos, else ~1 s)
                  detector: str = 'auto', # person detector for box_source='detector'
-                 device='cpu', loader: Callable = load_detector):
+                 device='cpu', loader: Callable = _probe_detector):
         self.loader, self.device, self.num_frames, self.stride = loader, device, num_frames, stride
         self.detector_kind, self._detector = detector, None
         self._dets, self._feats, self._boxes = {}, {}, {}
@@ -651,8 +562,8 @@ class ProbeSession:
             have = annotated_frames(path, self.box_source, info) if self.box_source != 'detector' else []
             keyframe = min(have, key=lambda f: abs(f - mid)) if have else mid
         self.keyframe = int(keyframe)
-        clip_frame_ids(self.keyframe, info['n_frames'])  # validates
-    def set_keyframe(self, k: int): clip_frame_ids(int(k), self.info['n_frames']); self.keyframe = int(k)
+        check_keyframe(self.keyframe, info['n_frames'])
+    def set_keyframe(self, k: int): self.keyframe = check_keyframe(k, self.info['n_frames'])
     def set_prompts(self, text): self.prompts = parse_prompts(text)
     def set_beta(self, beta: float):
         if not 0 <= beta <= 1: raise OvstadError(f"beta {beta} must lie in [0, 1] (0: global feature only, 1: region only)")
@@ -936,13 +847,14 @@ def write_prompt_label_map(prompts, path) -> Path:
 def render_overlay(video, recs, prompts, out, top: int = 1) -> Path:
     "An mp4 of `video` with each keyframe's boxes and best prompts drawn, held until the next keyframe."
     import cv2
-    vr = _video_reader(video); fps = float(vr.get_avg_fps())
+    video = Path(video); reader = ClipReader.for_file(video); inf = reader.info(video.name)
     keys = sorted(recs, key=lambda r: r['frame']); cols = [tuple(int(255 * c) for c in col[:3]) for col in _box_colors(10)]
     def frames():
         k = -1
-        for i in range(len(vr)):
+        for i in range(inf['frames']):
+            if i % 64 == 0: chunk = reader.read_frames(video.name, np.arange(i, min(i + 64, inf['frames'])))
             while k + 1 < len(keys) and keys[k + 1]['frame'] <= i: k += 1
-            img = vr[i].asnumpy().copy()
+            img = chunk[i % 64].copy()
             if k >= 0:
                 r = keys[k]
                 for j, (b, lab) in enumerate(zip(r['boxes'], box_labels(r['scores'], prompts, top) if len(r['boxes']) else [])):
@@ -950,7 +862,7 @@ def render_overlay(video, recs, prompts, out, top: int = 1) -> Path:
                     cv2.rectangle(img, (x1, y1), (x2, y2), c, 2)
                     cv2.putText(img, lab, (x1 + 2, max(10, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, c, 1, cv2.LINE_AA)
             yield img
-    return write_video(frames(), out, fps)
+    return write_video(frames(), out, inf['fps'])
 
 # %% ../nbs/08_explore.ipynb #70c04b35
 def _check_outputs(a) -> None:
@@ -968,7 +880,7 @@ def _cmd_detect(a) -> int:
     info = video_info(a.video)
     ckpt = a.checkpoint or default_checkpoint()
     print(f"checkpoint: {ckpt}", file=sys.stderr)
-    det = load_detector(ckpt, beta=a.beta, device=a.device)
+    det = _probe_detector(ckpt, beta=a.beta, device=a.device)
     boxes = pdet = None
     if a.boxes: boxes = read_box_file(a.boxes, Path(a.video).stem, info['fps'], info['size'])
     else:

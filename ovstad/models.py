@@ -90,10 +90,18 @@ class ViCLIPConfig:
 # %% ../nbs/01_models.ipynb #9218e73f
 def _named_configs() -> dict:
     return {
-        'b16': ViCLIPConfig(VisionConfig(224, 16, 768, 12, 12, 8, 1), TextConfig(512, 12, 8), 512, name='b16'),
-        'l14': ViCLIPConfig(VisionConfig(224, 14, 1024, 24, 16, 8, 1), TextConfig(768, 12, 12), 768, name='l14'),
-        'mini': ViCLIPConfig(VisionConfig(112, 16, 128, 4, 4, 8, 2), TextConfig(128, 4, 4), 128, name='mini'),
-        'smoke': ViCLIPConfig(VisionConfig(64, 16, 64, 2, 2, 4, 1), TextConfig(64, 2, 2), 64, name='smoke'),
+        'b16': ViCLIPConfig(name='b16', embed_dim=512,
+            vision=VisionConfig(image_size=224, patch_size=16, width=768, layers=12, heads=12, num_frames=8, temporal_kernel=1),
+            text=TextConfig(width=512, layers=12, heads=8)),
+        'l14': ViCLIPConfig(name='l14', embed_dim=768,
+            vision=VisionConfig(image_size=224, patch_size=14, width=1024, layers=24, heads=16, num_frames=8, temporal_kernel=1),
+            text=TextConfig(width=768, layers=12, heads=12)),
+        'mini': ViCLIPConfig(name='mini', embed_dim=128,
+            vision=VisionConfig(image_size=112, patch_size=16, width=128, layers=4, heads=4, num_frames=8, temporal_kernel=2),
+            text=TextConfig(width=128, layers=4, heads=4)),
+        'smoke': ViCLIPConfig(name='smoke', embed_dim=64,
+            vision=VisionConfig(image_size=64, patch_size=16, width=64, layers=2, heads=2, num_frames=4, temporal_kernel=1),
+            text=TextConfig(width=64, layers=2, heads=2)),
     }
 
 from .core import CONFIG_NAMES
@@ -702,6 +710,32 @@ def no_weight_decay(self: OVSTAD) -> set[str]:
 def set_grad_checkpointing(self: OVSTAD, enable: bool = True) -> 'OVSTAD':
     "Gradient checkpointing of both ViCLIP towers; returns self."
     self.viclip.set_grad_checkpointing(enable); return self
+
+# %% ../nbs/01_models.ipynb #93cea8d2
+@patch(cls_method=True)
+def from_checkpoint(cls: OVSTAD, checkpoint: str | Path, # a ViCLIP-layout file, or a config name (`smoke`, `mini`, `b16`) for random weights
+                    beta: float = 0.3,                  # fusion weight of the region feature (Eq. 2)
+                    template: str = 'a person {}',      # prompt template for class names
+                    seed: int = 0,                      # random weights of a config name are drawn from this seed
+                    **kwargs) -> 'OVSTAD':              # more `OVSTAD` arguments (roi_output_size, fusion, ...)
+    """The detector of a checkpoint: an `OVSTAD` around `ViCLIP.from_checkpoint(checkpoint)` with the temperature
+    an align or finetune run saved beside the weights (`ovstad_tau`, read by the same single weights-only load).
+    The one loader of detectors (the stages, the probe, `ovstad detect`); returned on the CPU in train mode like any
+    new module: `.to(device).eval()` for inference."""
+    if str(checkpoint) in CONFIG_NAMES:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed); viclip = ViCLIP.from_config(str(checkpoint))
+    else:
+        if not Path(checkpoint).exists():
+            raise OvstadError(f"checkpoint {checkpoint} does not exist; give a ViCLIP-layout .pth file or one of "
+                              f"{CONFIG_NAMES} (random weights)")
+        viclip = ViCLIP.from_checkpoint(checkpoint)
+    det = cls(viclip, beta=beta, template=template, **kwargs)
+    tau = (getattr(viclip, 'checkpoint_extras', None) or {}).get('ovstad_tau')
+    if tau is not None:
+        with torch.no_grad(): det.tau.fill_(float(tau))
+    det.ovstad_checkpoint = str(checkpoint)
+    return det
 
 # %% ../nbs/01_models.ipynb #80f86f6b
 def _cmd_configs(args) -> int:

@@ -20,13 +20,13 @@ from .trainer import (Run, TrainConfig, _barrier, check_config, checked, config_
                             dist_setup, load_run, opfield, override, train)
 
 # %% auto #0
-__all__ = ['STAGE_CONFIGS', 'ACT_DET_COLUMNS', 'align_stage', 'finetune_stage', 'ClipConfig', 'PretrainConfig', 'AlignConfig',
-           'FinetuneConfig', 'DetectConfig', 'EvaluateConfig', 'get_recipe', 'world_root', 'data_roots',
-           'data_fingerprint', 'flip_p', 'read_captions', 'CaptionDataset', 'GeneratedCaptions', 'collate_captions',
-           'PretrainTask', 'AlignTask', 'FinetuneTask', 'load_detector', 'pretrain', 'PairsConfig', 'region_text_pairs',
-           'align', 'load_benchmark', 'finetune', 'score_dataset', 'read_detections', 'detect', 'detect_config',
-           'evaluate_detections', 'evaluate', 'released_viclip', 'base_viclip', 'PlannedRun', 'plan_chain',
-           'ChainResult', 'run_chain', 'cached_chain', 'release_viclip', 'slurm_overrides']
+__all__ = ['STAGE_CONFIGS', 'align_stage', 'finetune_stage', 'ClipConfig', 'PretrainConfig', 'AlignConfig', 'FinetuneConfig',
+           'DetectConfig', 'EvaluateConfig', 'get_recipe', 'world_root', 'data_roots', 'data_fingerprint', 'flip_p',
+           'CaptionDataset', 'GeneratedCaptions', 'collate_captions', 'PretrainTask', 'AlignTask', 'FinetuneTask',
+           'pretrain', 'PairsConfig', 'region_text_pairs', 'align', 'load_benchmark', 'finetune', 'score_dataset',
+           'read_detections', 'detect', 'detect_config', 'evaluate_detections', 'evaluate', 'released_viclip',
+           'base_viclip', 'PlannedRun', 'plan_chain', 'ChainResult', 'run_chain', 'cached_chain', 'release_viclip',
+           'slurm_overrides']
 
 # %% ../nbs/07b_stages.ipynb #7ad91c35
 @dataclass
@@ -144,10 +144,12 @@ _FULL_KEYS = {'ucf101_24': 'ucf101_24_root', 'jhmdb': 'jhmdb_root', 'ava': 'ava_
 _WORLD_DIRS = {'pretrain': 'pretrain', 'ucf101_24': 'ucf101-24', 'jhmdb': 'jhmdb', 'ava': 'ava', 'hcstvg': 'hcstvg',
                'vidstg': 'vidstg'}
 
-def world_root(profile: str, data_root: str | Path | None = None) -> Path | None:
+def world_root(profile: str, data_root: str | Path | None = None,
+               build: bool = True) -> Path | None:  # False: only say where the world lives, generate nothing
     "The folder of the `profile` world: `data_root`, else the mini world (generated if needed); None for full."
     if data_root is not None: return Path(data_root)
     if profile == 'full': return None
+    if not build: return Settings().path_of('paths', 'mini_root', 'data')/profile
     from ovstad.synth import ensure_world
     return Path(ensure_world(profile))
 
@@ -205,33 +207,7 @@ class _Seeded(torch.utils.data.Dataset):
     def __repr__(self): return f"_Seeded({self.ds!r})"
 
 # %% ../nbs/07b_stages.ipynb #12ad3171
-_VKEYS, _CKEYS = ('video', 'video_id', 'name', 'file', 'path', 'vid'), ('caption', 'text', 'captions', 'sentence')
-
-def read_captions(path: str | Path) -> list[tuple[str, str]]:
-    "[(video, caption), ...] from a captions.json (list of records or {video: caption(s)})."
-    path = Path(path)
-    if path.is_dir(): path = path/'captions.json'
-    if not path.exists(): raise OvstadError(f"{path} does not exist: a video-text set needs captions.json beside videos/")
-    try: data = json.loads(path.read_text())
-    except json.JSONDecodeError as e: raise OvstadError(f"{path} is not valid JSON: {e}") from None
-    if isinstance(data, dict):
-        for k in ('pairs', 'items', 'annotations', 'videos'):  # a wrapper object
-            if isinstance(data.get(k), list): data = data[k]; break
-    out = []
-    if isinstance(data, dict):
-        for v, c in data.items():
-            for cap in ([c] if isinstance(c, str) else list(c)): out.append((str(v), str(cap)))
-    elif isinstance(data, list):
-        for i, r in enumerate(data):
-            if not isinstance(r, dict): raise OvstadError(f"{path}: record {i} is a {type(r).__name__}, expected an object")
-            vk = next((k for k in _VKEYS if k in r), None); ck = next((k for k in _CKEYS if k in r), None)
-            if vk is None or ck is None:
-                raise OvstadError(f"{path}: record {i} lacks a video ({'/'.join(_VKEYS)}) or a caption ({'/'.join(_CKEYS)}) field: {sorted(r)}")
-            caps = r[ck]
-            for cap in ([caps] if isinstance(caps, str) else list(caps)): out.append((str(r[vk]), str(cap)))
-    else: raise OvstadError(f"{path}: expected a list of records or a mapping, got {type(data).__name__}")
-    if not out: raise OvstadError(f"{path} holds no video-caption pairs")
-    return out
+from .data import read_captions   # captions.json is a file format: the data layer reads it
 
 # %% ../nbs/07b_stages.ipynb #d66411ae
 class CaptionDataset(torch.utils.data.Dataset):
@@ -358,10 +334,13 @@ def _execute(run: Run, body) -> Run:
     _log(f"{run.id}: done in {time.time() - t0:.1f} s ({run.path})")
     return run
 
-def _artefact(init) -> tuple[Path, Any]:
-    "(ViCLIP checkpoint path, hash input) of `init`: a complete Run, a run folder, or a checkpoint file."
+def _artefact(init, planned: bool = False) -> tuple[Path | None, Any]:
+    """(ViCLIP checkpoint path, hash input) of `init`: a complete Run, a run folder, or a checkpoint file.
+    `planned`: a Run not made yet stands for itself (path None), so `plan_chain` names the runs after it with the
+    same constructors (`_align_run`, `_finetune_run`, `_detect_run`, `_evaluate_run`) that running them uses."""
     if isinstance(init, (str, Path)) and Path(init).is_dir(): init = load_run(init)
     if isinstance(init, Run):
+        if planned and not init.complete: return None, init
         if not init.complete: raise OvstadError(f"input run {init.path} is not complete (no DONE.json); run it first")
         art = init.done.get('artefact')
         if not art or not (init.path/art).is_file(): raise OvstadError(f"run {init.path} has no model checkpoint to start from")
@@ -370,22 +349,11 @@ def _artefact(init) -> tuple[Path, Any]:
     if not p.is_file(): raise OvstadError(f"{p} is neither a run folder nor a checkpoint file")
     return p, {'checkpoint': p.name, 'bytes': p.stat().st_size}
 
-def _device(cfg) -> torch.device: return dist_setup(getattr(cfg, 'device', 'auto'))
 
 def _clip_sizes(cfg, model) -> tuple[int, int, int]:
     "(frames, crop, short side) of a ClipConfig, 0 meaning the model's."
     T = cfg.num_frames or model.num_frames; S = cfg.crop or model.image_size
     return T, S, cfg.short_side or model.image_size
-
-def load_detector(ckpt: str | Path, beta: float = 0.3, template: str = 'a person {}'):
-    "An `OVSTAD` detector around the ViCLIP of `ckpt`, with the temperature a stage saved beside it."
-    from ovstad.models import OVSTAD, ViCLIP
-    viclip = ViCLIP.from_checkpoint(ckpt)
-    det = OVSTAD(viclip, beta=beta, template=template)
-    tau = (getattr(viclip, 'checkpoint_extras', None) or {}).get('ovstad_tau')  # read by the one weights-only load
-    if tau is not None:
-        with torch.no_grad(): det.tau.fill_(float(tau))
-    return det
 
 def _save_detector(det, path: Path, run: Run) -> None:
     if dist_info()[0] == 0:
@@ -441,8 +409,8 @@ def region_text_pairs(cfg: PairsConfig, runs_dir='runs', profile='mini', data_ro
         return (st or {}).get('sources', {}), 'pairs.npz'
     return _execute(run, body)
 
-def _align_run(cfg: AlignConfig, init, runs_dir, profile, data_root=None) -> tuple[Run, Path]:
-    ckpt, src = _artefact(init)
+def _align_run(cfg: AlignConfig, init, runs_dir, profile, data_root=None, planned=False) -> tuple[Run, Path]:
+    ckpt, src = _artefact(init, planned)
     roots = data_roots(profile, data_root)
     return Run('align', cfg, [src, data_fingerprint(roots['hcstvg'], roots['vidstg'])], runs_dir), ckpt
 
@@ -459,7 +427,8 @@ def align(cfg: AlignConfig | None = None,   # default: the profile's recipe
     def body(run):
         pairs = region_text_pairs(PairsConfig(tuple(cfg.sources), cfg.fraction, cfg.seed), runs_dir, profile, data_root)
         seed_everything(cfg.seed)
-        det = load_detector(ckpt, cfg.beta)
+        from ovstad.models import OVSTAD
+        det = OVSTAD.from_checkpoint(ckpt, beta=cfg.beta)
         T, S, short = _clip_sizes(cfg, det.viclip)
         tf = ClipTransform(short, train=cfg.augment, crop_size=S if cfg.augment else None,
                            flip_p=flip_p(*(data_roots(profile, data_root)[s] for s in cfg.sources)))
@@ -484,8 +453,8 @@ def _bench_fingerprint(name, profile, data_root) -> dict:
     roots = data_roots(profile, data_root)
     return data_fingerprint(*((roots['ucf101_24'], roots['jhmdb']) if name == 'ucf_jhmdb' else (roots['ava'],)))
 
-def _finetune_run(cfg: FinetuneConfig, init, runs_dir, profile, data_root=None) -> tuple[Run, Path]:
-    ckpt, src = _artefact(init)
+def _finetune_run(cfg: FinetuneConfig, init, runs_dir, profile, data_root=None, planned=False) -> tuple[Run, Path]:
+    ckpt, src = _artefact(init, planned)
     return Run('finetune', cfg, [src, _bench_fingerprint(cfg.benchmark, profile, data_root)], runs_dir), ckpt
 
 def finetune(cfg: FinetuneConfig | None = None,  # default: the profile's recipe
@@ -500,7 +469,8 @@ def finetune(cfg: FinetuneConfig | None = None,  # default: the profile's recipe
     def body(run):
         bench = load_benchmark(cfg.benchmark, profile, data_root)
         seed_everything(cfg.seed)
-        det = load_detector(ckpt, cfg.beta, bench.template)
+        from ovstad.models import OVSTAD
+        det = OVSTAD.from_checkpoint(ckpt, beta=cfg.beta, template=bench.template)
         T, S, short = _clip_sizes(cfg, det.viclip)
         roots = data_roots(profile, data_root)
         tf = ClipTransform(short, train=cfg.augment, crop_size=S if cfg.augment else None,
@@ -556,22 +526,17 @@ def _to_ava(df, all_classes) -> 'pd.DataFrame':
                          'y1': (df.y1 / df.h).clip(0, 1), 'x2': (df.x2 / df.w).clip(0, 1), 'y2': (df.y2 / df.h).clip(0, 1),
                          'action_id': ids[df.label.to_numpy()], 'score': df.score})
 
-ACT_DET_COLUMNS = ['video', 'frame', 'label', 'score', 'x1', 'y1', 'x2', 'y2']
-
 def read_detections(run) -> 'pd.DataFrame':
     "The detections of a detect run (ACT columns with a header for UCF-JHMDB; AVA's headerless CSV for OV-AVA)."
-    import pandas as pd
+    from ovstad.eval import read_detections as read_csv
     run = load_run(run, DetectConfig) if not isinstance(run, Run) else run
     p = run.path/'detections.csv'
     if not p.exists(): raise OvstadError(f"{p} does not exist: is {run.path} a complete detect run?")
     bench = run.config.benchmark if not isinstance(run.config, dict) else run.config['benchmark']
-    if bench == 'ov_ava':
-        return pd.read_csv(p, header=None, names=['video_id', 'timestamp', 'x1', 'y1', 'x2', 'y2', 'action_id', 'score'],
-                           dtype={'video_id': str})
-    return pd.read_csv(p, dtype={'video': str})
+    return read_csv(p, bench)
 
-def _detect_run(cfg: DetectConfig, init, runs_dir, profile, data_root=None) -> tuple[Run, Path]:
-    ckpt, src = _artefact(init)
+def _detect_run(cfg: DetectConfig, init, runs_dir, profile, data_root=None, planned=False) -> tuple[Run, Path]:
+    ckpt, src = _artefact(init, planned)
     return Run('detect', cfg, [src, _bench_fingerprint(cfg.benchmark, profile, data_root)], runs_dir), ckpt
 
 def detect(cfg: DetectConfig | None = None,   # default: the profile's recipe (beta 0: global feature)
@@ -585,7 +550,8 @@ def detect(cfg: DetectConfig | None = None,   # default: the profile's recipe (b
         t0 = time.time()
         bench = load_benchmark(cfg.benchmark, profile, data_root, cfg.proposal_threshold)
         dev = dist_setup(cfg.device)
-        det = load_detector(ckpt, cfg.beta, cfg.template)
+        from ovstad.models import OVSTAD
+        det = OVSTAD.from_checkpoint(ckpt, beta=cfg.beta, template=cfg.template)
         T, S, short = _clip_sizes(cfg, det.viclip)
         lim = cfg.max_videos or None
         kw = dict(keyframe_step=cfg.keyframe_step, max_videos=lim) if cfg.benchmark == 'ucf_jhmdb' else dict(max_keyframes=lim)
@@ -601,9 +567,9 @@ def detect(cfg: DetectConfig | None = None,   # default: the profile's recipe (b
             parts.append(d)
         df = pd.concat(parts, ignore_index=True)
         if dist_info()[0] == 0:
-            with atomic_write(run.path/'detections.csv') as f:
-                if cfg.benchmark == 'ov_ava': _to_ava(df, bench.all_classes).to_csv(f, header=False, index=False, float_format='%.6g')
-                else: df[ACT_DET_COLUMNS].to_csv(f, index=False, float_format='%.6g')
+            from ovstad.eval import write_act_detections, write_ava_detections
+            if cfg.benchmark == 'ov_ava': write_ava_detections(_to_ava(df, bench.all_classes), run.path/'detections.csv', '%.6g')
+            else: write_act_detections(df, run.path/'detections.csv', '%.6g')
         return {'sets': counts, 'rows': len(df), 'detect_s': time.time() - t0}, 'detections.csv'
     return _execute(run, body)
 
@@ -616,6 +582,9 @@ def evaluate_detections(bench, dets, dcfg: DetectConfig) -> dict:
     "`{'base', 'novel', 'all'}` Frame mAP results of `dets` under the benchmark's protocol (ACT scores every `keyframe_step`-th frame)."
     return bench.evaluate(dets, keyframe_step=dcfg.keyframe_step) if dcfg.benchmark == 'ucf_jhmdb' else bench.evaluate(dets)
 
+def _evaluate_run(cfg: EvaluateConfig, detect_run: Run, runs_dir) -> Run:
+    return Run('evaluate', cfg, [detect_run], runs_dir)
+
 def evaluate(detect_run,                         # a complete detect Run or its folder
              cfg: EvaluateConfig | None = None,
              runs_dir: str | Path = 'runs', profile: str = 'mini', data_root: str | Path | None = None) -> Run:
@@ -624,7 +593,7 @@ def evaluate(detect_run,                         # a complete detect Run or its 
     dr = load_run(detect_run, DetectConfig) if not isinstance(detect_run, Run) else detect_run
     if not dr.complete: raise OvstadError(f"detect run {dr.path} is not complete; run `ovstad detect-run` first")
     dcfg = detect_config(dr)
-    run = Run('evaluate', cfg, [dr], runs_dir)
+    run = _evaluate_run(cfg, dr, runs_dir)
     def body(run):
         bench = load_benchmark(dcfg.benchmark, profile, data_root, dcfg.proposal_threshold)
         dets = read_detections(dr)
@@ -722,8 +691,8 @@ def plan_chain(benchmark: str = 'ucf_jhmdb',       # ucf_jhmdb or ov_ava
     "The runs a chain needs, in order (pretrain for smoke/mini, [align], [finetune], detect, evaluate), without running any."
     if benchmark not in BENCHMARKS: raise OvstadError(f"unknown benchmark {benchmark!r}; use one of {BENCHMARKS}")
     plan = []
-    if profile == 'full' or released_viclip(profile) is not None:   # start from a released file (prev: the hash input)
-        prev_in = base_viclip(profile); prev = _artefact(prev_in)[1]
+    if profile == 'full' or released_viclip(profile) is not None:   # start from a released ViCLIP file
+        prev = prev_in = base_viclip(profile)
     else:
         cfg = get_recipe('pretrain', profile=profile, seed=seed, device=device)
         r, root = _pretrain_run(cfg, runs_dir, profile, data_root)
@@ -731,17 +700,17 @@ def plan_chain(benchmark: str = 'ucf_jhmdb',       # ucf_jhmdb or ov_ava
     beta = 0.0
     if align is not None:
         cfg = get_recipe('align', benchmark, profile, seed=seed, device=device, **align)
-        r = Run('align', cfg, [prev, data_fingerprint(*[data_roots(profile, data_root)[k] for k in ('hcstvg', 'vidstg')])], runs_dir)
+        r = _align_run(cfg, prev, runs_dir, profile, data_root, planned=True)[0]
         plan.append(PlannedRun('align', cfg, [prev_in], r)); prev, prev_in, beta = r, plan[-1], cfg.beta
     if finetune is not None:
         cfg = get_recipe('finetune', benchmark, profile, seed=seed, device=device, **finetune)
-        r = Run('finetune', cfg, [prev, _bench_fingerprint(benchmark, profile, data_root)], runs_dir)
+        r = _finetune_run(cfg, prev, runs_dir, profile, data_root, planned=True)[0]
         plan.append(PlannedRun('finetune', cfg, [prev_in], r)); prev, prev_in, beta = r, plan[-1], cfg.beta
     cfg = get_recipe('detect', benchmark, profile, beta=beta if eval_beta is None else float(eval_beta), device=device)
-    r = Run('detect', cfg, [prev, _bench_fingerprint(benchmark, profile, data_root)], runs_dir)
+    r = _detect_run(cfg, prev, runs_dir, profile, data_root, planned=True)[0]
     plan.append(PlannedRun('detect', cfg, [prev_in], r))
     ecfg = EvaluateConfig()
-    plan.append(PlannedRun('evaluate', ecfg, [plan[-1]], Run('evaluate', ecfg, [r], runs_dir)))
+    plan.append(PlannedRun('evaluate', ecfg, [plan[-1]], _evaluate_run(ecfg, r, runs_dir)))
     return plan
 
 @dataclass
@@ -775,7 +744,6 @@ def run_chain(benchmark: str = 'ucf_jhmdb', profile: str = 'mini', align: dict |
         elif p.stage == 'finetune': r = finetune_stage(p.config, prev, resume=resume, **kw)
         elif p.stage == 'detect': r = detect(p.config, prev, **kw)
         else: r = evaluate(prev, p.config, **kw)
-        if r.id != p.run.id: raise OvstadError(f"internal: planned {p.run.id} but ran {r.id}")
         runs.append(r); prev = r
     m = runs[-1].metrics
     return ChainResult(m.get('base'), m.get('novel'), m.get('all'), runs, time.time() - t0, cached,

@@ -25,9 +25,9 @@ __all__ = ['ACTIONS', 'UCF_BASE', 'JHMDB_NOVEL', 'AVA_CLASSES', 'GROUNDING_ONLY'
            'NFRAMES', 'AVA_KEYFRAMES', 'TIME_SCALE', 'AVA_TIME_SCALE', 'PROFILES', 'GENERATOR_VERSION', 'Action',
            'camel', 'snake', 'new_instance', 'pose_at', 'random_body', 'skeleton', 'draw_person', 'person_box',
            'random_scene', 'Person', 'render_clip', 'describe', 'refer', 'plan_ucf', 'plan_ava', 'plan_sequence',
-           'caption_pretrain', 'plan_pretrain', 'rgb_to_yuv420p', 'write_mp4', 'read_mp4', 'plan_item',
-           'render_pretrain', 'make_item', 'world_params', 'world_jobs', 'write_act', 'write_ava', 'write_hcstvg',
-           'write_vidstg', 'build_world', 'world_is_current', 'ensure_world', 'write_contact_sheet', 'write_readme']
+           'caption_pretrain', 'plan_pretrain', 'plan_item', 'render_pretrain', 'make_item', 'world_params',
+           'world_jobs', 'write_act', 'write_ava', 'write_hcstvg', 'write_vidstg', 'build_world', 'world_is_current',
+           'ensure_world', 'write_contact_sheet', 'write_world_card']
 
 # %% ../nbs/06_synth.ipynb #7414abce
 @dataclass(frozen=True)
@@ -611,31 +611,8 @@ def plan_pretrain(rng, size):
     return dict(T=T, persons=_people(rng, size, n, *_PRETRAIN_HEIGHT, segs, T, 0.2))
 
 # %% ../nbs/06_synth.ipynb #39f2fc78
-def rgb_to_yuv420p(f: np.ndarray) -> np.ndarray:
-    "RGB (H, W, 3) uint8 -> planar YUV 4:2:0 (H * 3 // 2, W) uint8, BT.601 limited range (what decoders assume)."
-    return cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2YUV_I420)
+from .data import read_video, write_video   # the project's one video encoder and whole-file reader
 
-def write_mp4(path: str | Path, frames: np.ndarray, fps: float, crf: int = 18) -> Path:
-    "Encode frames (T, H, W, 3) uint8 RGB (H, W even) as H.264 mp4 at `fps`."
-    import av
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.stem}.tmp{path.suffix}')
-    T, H, W, _ = frames.shape
-    with av.open(str(tmp), 'w', format='mp4') as c:
-        st = c.add_stream('libx264', rate=Fraction(fps).limit_denominator(1001))
-        st.width, st.height, st.pix_fmt = W, H, 'yuv420p'
-        st.codec_context.thread_count = 1
-        st.options = {'crf': str(crf), 'preset': 'veryfast', 'threads': '1', 'x264-params': 'mbtree=0'}
-        for f in frames:
-            for pkt in st.encode(av.VideoFrame.from_ndarray(rgb_to_yuv420p(f), format='yuv420p')): c.mux(pkt)
-        for pkt in st.encode(): c.mux(pkt)
-    os.replace(tmp, path)
-    return path
-
-def read_mp4(path: str | Path) -> np.ndarray:
-    "Decode every frame of an mp4 as (T, H, W, 3) uint8 RGB (PyAV; for checks and the contact sheet)."
-    import av
-    with av.open(str(path)) as c: return np.stack([f.to_ndarray(format='rgb24') for f in c.decode(video=0)])
 
 # %% ../nbs/06_synth.ipynb #2b28f50b
 _OBJ_CATEGORY = {'ball': 'ball/sports_ball', 'screen': 'screen/monitor'}
@@ -680,7 +657,7 @@ def make_item(job: dict) -> dict:
     rec = dict(corpus=c, idx=idx, split=job.get('split'))
     T, persons = plan['T'], plan['persons']
     frames, boxes = render_clip(scene, persons, T)
-    write_mp4(out/job['path'], frames, FPS[c])
+    write_video(frames, out/job['path'], FPS[c], crf=18)
     rec.update(video=job['name'], T=T, size=S, boxes={p.pid: boxes[p.pid].round(2).tolist() for p in persons},
                scene=scene['kind'], shirts={p.pid: p.body['shirt'] for p in persons})
     xs = [float(np.mean(b[:, [0, 2]])) for b in (boxes[p.pid] for p in persons)]
@@ -926,7 +903,7 @@ def build_world(out: str | Path,              # world folder (e.g. data/mini); o
                 examples=dict(pretrain=[r['caption'] for r in by['pretrain'][:5]], hcstvg=[r['sentence'] for r in by['hcstvg'][:5]],
                               vidstg=[e['description'] for r in by['vidstg'][:5] for e in r['entries']][:5]))
     write_contact_sheet(out, by)
-    write_readme(out, card)
+    write_world_card(out, card)
     atomic_save_json(dict(build_seconds=round(time.time() - t0, 1), workers=workers), out/'build.json')  # not in world.json:
     atomic_save_json(card, out/'world.json')  # two builds of one world give byte-identical world.json (it is the data fingerprint)
     return out
@@ -963,7 +940,7 @@ def write_contact_sheet(out: Path, by: dict, cols: int = 6, scale: int = 2) -> P
     "A PNG of decoded sample frames with their boxes and labels: rows of UCF, JHMDB, AVA and HC-STVG clips."
     tiles = []
     def tile(path, t, boxes_labels):
-        f = read_mp4(path)[t]; f = cv2.resize(f, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+        f = read_video(path, [t])[0]; f = cv2.resize(f, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
         for b, lab in boxes_labels:
             b = [int(round(x * scale)) for x in b]; cv2.rectangle(f, (b[0], b[1]), (b[2], b[3]), (255, 255, 0), 1)
             for i, line in enumerate(lab): _label_img(f, line, (b[0] + 2, max(10, b[1] + 10 + 11 * i)))
@@ -982,7 +959,7 @@ def write_contact_sheet(out: Path, by: dict, cols: int = 6, scale: int = 2) -> P
     with atomic_write(p, 'wb') as fh: fh.write(buf.tobytes())
     return p
 
-def write_readme(out: Path, card: dict) -> Path:
+def write_world_card(out: Path, card: dict) -> Path:
     "The world card: what is where, counts per class and split, the split, example captions."
     z, c = card['sizes'], card['counts']
     L = [f"# ovstad mini world: profile `{card['profile']}`, seed {card['seed']}", '',
@@ -993,7 +970,9 @@ def write_readme(out: Path, card: dict) -> Path:
          f"| `pretrain/` | InternVid | {c['pretrain']} clips of {NFRAMES['pretrain']} frames, `captions.json` = list of {{video, caption, num_frames, fps}} |",
          f"| `ucf101-24/` | UCF101-24 (base) | {sum(c['ucf101_24']['train'].values())} train / {sum(c['ucf101_24']['test'].values())} test videos, `UCF101v2-GT.pkl` (ACT), `proposals.pkl` |",
          f"| `jhmdb/` | JHMDB-21 (novel) | {sum(c['jhmdb']['test'].values())} test videos, `JHMDB-GT.pkl` (ACT; no training videos), `proposals.pkl` |",
-         f"| `ava/` | OV-AVA | {c['ava']['videos'].get('train', 0)} train / {c['ava']['videos'].get('val', 0)} val videos, keyframes at {list(AVA_KEYFRAMES)} s ({FPS['ava']} fps, slow motion x{1 / AVA_TIME_SCALE:g}); {c['ava']['rows']['train']} train / {c['ava']['rows']['val']} val CSV rows, {c['ava']['excluded']} excluded keyframes |",
+         f"| `ava/` | OV-AVA | {c['ava']['videos'].get('train', 0)} train / {c['ava']['videos'].get('val', 0)} val videos, "
+         f"keyframes at {list(AVA_KEYFRAMES)} s ({FPS['ava']} fps, slow motion x{1 / AVA_TIME_SCALE:g}); "
+         f"{c['ava']['rows']['train']} train / {c['ava']['rows']['val']} val CSV rows, {c['ava']['excluded']} excluded keyframes |",
          f"| `hcstvg/` | HC-STVG 2.0 | {c['hcstvg']['train']} train / {c['hcstvg']['val']} val videos, one multi-sentence description of one person each |",
          f"| `vidstg/` | VidSTG + VidOR | {c['vidstg']['train']} train / {c['vidstg']['val']} val declarative sentences, trajectories in `vidor/annotation/<vid>.json` |", '',
          'Left/right in action names are the person\'s sides (arms, legs) or image directions (walk, run, lean); a',

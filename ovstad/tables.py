@@ -20,13 +20,13 @@ from .core import (OvstadError, RunNotMade, Settings, atomic_write, atomic_save_
 __all__ = ['UCF_JHMDB', 'OV_AVA', 'LOCAL', 'GL', 'PAPER_BETAS', 'PAPER_FRACTIONS', 'TABLE_BUILDERS', 'FULL_KEYS', 'FULL_COUNTS',
            'LAYOUT', 'Row', 'canonical_chain', 'chain_id', 'TableSpec', 'chain', 'zero_shot', 'ft', 'al', 'table1',
            'table2', 'table3', 'table4', 'table5', 'table6', 'get_table', 'all_chains', 'RowResult', 'load_chain_fn',
-           'measure_chain', 'chance_level', 'profile_data_root', 'grounding_roots', 'region_text_stats_table',
-           'build_region_text_stats', 'TableResult', 'resolve_dir', 'run_table', 'data_provenance', 'class_lists',
-           'FakeChainResult', 'report_frame', 'to_markdown', 'directions', 'provenance_line', 'table_markdown',
-           'html_table', 'table_section', 'table_html', 'write_table_report', 'plot_table', 'chance_lines',
-           'check_full_layout', 'require_full_layout', 'planned_runs', 'dispatch_runs', 'plan_table', 'experiments_dir',
-           'find_kernel', 'notebook_parameters', 'execute_table_notebook', 'environment_info', 'write_readme',
-           'rewrite_reports', 'relative_summary', 'parse_tables', 'reproduce']
+           'measure_chain', 'chance_level', 'region_text_stats_table', 'build_region_text_stats', 'TableResult',
+           'resolve_dir', 'run_table', 'data_provenance', 'class_lists', 'FakeChainResult', 'report_frame',
+           'to_markdown', 'directions', 'provenance_line', 'table_markdown', 'html_table', 'table_section',
+           'table_html', 'write_table_report', 'plot_table', 'chance_lines', 'check_full_layout', 'require_full_layout',
+           'planned_runs', 'dispatch_runs', 'plan_table', 'experiments_dir', 'find_kernel', 'notebook_parameters',
+           'execute_table_notebook', 'environment_info', 'write_reports_readme', 'rewrite_reports', 'relative_summary',
+           'parse_tables', 'reproduce']
 
 # %% ../nbs/09_tables.ipynb #2d000dfc
 @dataclass(frozen=True)
@@ -344,22 +344,6 @@ def _table_chance(rows: dict, profile: str, data_root=None) -> dict | None:
             except (OvstadError, OSError, KeyError, ValueError) as e: return {'error': _scrub(str(e).splitlines()[0])}
     return None
 
-# %% ../nbs/09_tables.ipynb #80ea2f5b
-def profile_data_root(profile: str, settings: Settings | None = None) -> Path:
-    "The data root of a profile: `<mini_root>/<profile>` for smoke/mini (generated on first use); None for full."
-    s = settings or Settings()
-    if profile not in ('smoke', 'mini', 'full'): raise OvstadError(f"unknown profile {profile!r}; use smoke, mini or full")
-    if profile == 'full': return None
-    return s.path_of('paths', 'mini_root', 'data')/profile
-
-def grounding_roots(profile: str, data_root=None, settings: Settings | None = None) -> dict:
-    "Roots of the HC-STVG and VidSTG data of a profile: {'hcstvg': Path, 'vidstg': Path}."
-    s = settings or Settings()
-    if profile == 'full' and data_root is None:
-        return {'hcstvg': s.path_of('full', 'hcstvg_root'), 'vidstg': s.path_of('full', 'vidstg_root')}
-    root = Path(data_root) if data_root is not None else profile_data_root(profile, s)
-    return {'hcstvg': root/'hcstvg', 'vidstg': root/'vidstg'}
-
 # %% ../nbs/09_tables.ipynb #e413dbc9
 _T1_KEYS = {'box_text_pairs': ('box_text_pairs', 'n_pairs', 'pairs', '#box-text pairs'),
             'unique_sentences': ('unique_sentences', 'n_sentences', 'sentences', '#unique sentences'),
@@ -387,8 +371,8 @@ def region_text_stats_table(stats) -> dict:
 def build_region_text_stats(profile: str, runs_dir='runs', data_root=None, sources=('vidstg', 'hcstvg'), builder=None) -> tuple:
     "Build (or reuse) the region-text pairs of a profile and return ({source: stats}, out folder, reused?)."
     if profile != 'full' and data_root is None: data_root = _ensure_world(profile)
-    roots = grounding_roots(profile, data_root)
-    from ovstad.stages import data_fingerprint  # the annotations' content, so a rebuilt world gets a new folder
+    from ovstad.stages import data_fingerprint, data_roots  # the annotations' content: a rebuilt world gets a new folder
+    roots = {k: v for k, v in data_roots(profile, data_root).items() if k in ('hcstvg', 'vidstg')}
     key = {k: str(v) for k, v in roots.items()} | {'sources': sorted(sources)} | data_fingerprint(*roots.values())
     out = Path(runs_dir)/f"region-text-{stable_hash(key)}"
     done = out/'table1_stats.json'
@@ -420,8 +404,7 @@ def _find_stats(res, out: Path) -> dict:
     raise OvstadError(f"build_region_text_pairs wrote no Table 1 statistics into {out} (looked for a JSON with box_text_pairs per source)")
 
 def _ensure_world(profile: str):
-    try: from ovstad.synth import ensure_world
-    except ImportError: return None
+    from ovstad.synth import ensure_world
     return ensure_world(profile)
 
 # %% ../nbs/09_tables.ipynb #9dd22a53
@@ -534,7 +517,8 @@ def data_provenance(profile: str, data_root=None) -> dict:
     if profile == 'full' and data_root is None:
         s = Settings()
         return {'profile': 'full', 'roots': {k: _rel(s.path_of('full', k)) for k in FULL_KEYS}}
-    root = Path(data_root) if data_root is not None else profile_data_root(profile)
+    from ovstad.stages import world_root
+    root = world_root(profile, data_root, build=False)
     d = {'profile': profile, 'root': _rel(root)}   # relative to the project: no machine's folders in reports
     w = root/'world.json'
     if w.exists():
@@ -546,29 +530,17 @@ def data_provenance(profile: str, data_root=None) -> dict:
 
 def class_lists(spec: TableSpec, profile: str, data_root=None) -> dict:
     "The class lists (size and ids) of the benchmarks a table measures; an 'error' entry where they cannot be read."
+    from ovstad.stages import load_benchmark
     out = {}
     benches = sorted({r.chain.get('benchmark') for r in spec.measured_rows if r.chain and r.chain.get('benchmark')})
     for b in benches:
         try:
-            bench = _benchmark(b, profile, data_root)
+            bench = load_benchmark(b, profile, data_root)
             out[b] = {split: {'n': len(cl), 'ids': list(cl.ids), 'names': list(cl.names)}
                       for split, cl in (('base', bench.base_classes), ('novel', bench.novel_classes))}
         except Exception as e:  # a report still gets written; the reason is shown in it
             out[b] = {'error': _scrub(f"{type(e).__name__}: {e}")}
     return out
-
-def _benchmark(name: str, profile: str, data_root=None):
-    from ovstad import benchmarks as B
-    s = Settings()
-    if profile == 'full' and data_root is None:
-        if name == UCF_JHMDB: return B.UCFJHMDB(ucf_root=s.path_of('full', 'ucf101_24_root'), jhmdb_root=s.path_of('full', 'jhmdb_root'))
-        return B.OVAVA(s.path_of('full', 'ava_root'))
-    root = Path(data_root) if data_root is not None else profile_data_root(profile)
-    if name == UCF_JHMDB:
-        if hasattr(B.UCFJHMDB, 'from_root'): return B.UCFJHMDB.from_root(root)
-        return B.UCFJHMDB(root)
-    if hasattr(B.OVAVA, 'from_root'): return B.OVAVA.from_root(root)
-    return B.OVAVA(root/'ava')
 
 # %% ../nbs/09_tables.ipynb #74fb9210
 @dataclass
@@ -1205,7 +1177,7 @@ def _env_line(env: dict) -> str:
     return (f"Environment: Python {env.get('python')}, torch {pk.get('torch')}, ovstad {pk.get('ovstad')}, device {env.get('device')}"
             + (f" ({env['gpu']})" if env.get('gpu') else '') + f", {env.get('cpu_count')} CPUs, git {commit}.")
 
-def write_readme(reports_dir='reports', summary: dict | None = None) -> dict:
+def write_reports_readme(reports_dir='reports', summary: dict | None = None) -> dict:
     "Write `reports/README.md` and `README.html` from the tables' sidecars: a summary table, every table with its figure and directions, provenance, environment."
     d = Path(reports_dir)
     if summary is None and (d/'reproduce.json').exists(): summary = json.loads((d/'reproduce.json').read_text())
@@ -1254,7 +1226,7 @@ def rewrite_reports(reports_dir='reports', out=None) -> dict:
     summary = json.loads((src/'reproduce.json').read_text()) if (src/'reproduce.json').exists() else None
     if summary is not None:
         summary = relative_summary(summary); atomic_save_json(summary, dst/'reproduce.json')
-    written['readme'] = write_readme(dst, summary)
+    written['readme'] = write_reports_readme(dst, summary)
     return written
 
 
@@ -1343,7 +1315,7 @@ def reproduce(profile: str = 'mini', tables=None, device: str = 'auto', gpus=Non
     summary['wall_s'] = round(time.time() - t0, 1)
     summary['environment'] = environment_info(device)
     summary = relative_summary(summary, project_root(cwd))   # no machine's folders in the committed record
-    write_readme(reports_dir, summary)
+    write_reports_readme(reports_dir, summary)
     atomic_save_json(summary, reports_dir/'reproduce.json')
     return summary
 

@@ -19,7 +19,7 @@ except ImportError:
     HAVE_MODELS = False
 
 def _loader(checkpoint='smoke', beta=0.3, device='cpu'):
-    return E.load_detector(checkpoint, beta=beta, device=device)
+    return M.OVSTAD.from_checkpoint(checkpoint, beta=beta).to(device).eval()
 
 class Counting:
     "Wrap a detector's encode_clip and text tower to count calls."
@@ -122,7 +122,7 @@ def test_keyframes_and_checkpoint_resolution(tmp_path, monkeypatch):
 @needs_models
 def test_similarity_map_shapes_and_consistency(toyset):
     torch.manual_seed(0)
-    det = E.load_detector('smoke')
+    det = M.OVSTAD.from_checkpoint('smoke').eval()
     clip = E.read_clip(toyset/'videos'/'walk_01.mp4', 12, det.viclip.num_frames, 1, det.viclip.image_size)
     sm = E.similarity_map(det, clip, ['a person walking', 'a person jumping'])
     P, T, h, w = sm.grid.shape

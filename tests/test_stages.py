@@ -7,7 +7,8 @@ import torch
 
 from ovstad.cli import main as ovstad_main
 from ovstad.core import OvstadError
-from ovstad.stages import (AlignConfig, FinetuneConfig, get_recipe, plan_chain, read_captions, run_chain)
+from ovstad.data import read_captions
+from ovstad.stages import (AlignConfig, FinetuneConfig, get_recipe, plan_chain, run_chain)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

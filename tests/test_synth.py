@@ -9,6 +9,7 @@ import pytest
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 from ovstad import synth
 from ovstad.core import stable_hash
+from ovstad.data import read_captions, read_video
 
 ROOT = Path(__file__).resolve().parents[1]
 OVSTAD = [str(ROOT/'.venv'/'bin'/'ovstad')] if (ROOT/'.venv'/'bin'/'ovstad').exists() else [sys.executable, '-m', 'ovstad.cli']
@@ -78,9 +79,7 @@ def test_every_file_reads_back(world):
             assert all(0 <= r.temporal_gt[0] < r.temporal_gt[1] <= r.frame_count for r in recs)
             assert all(r.used_segment == (0, r.frame_count - 1) for r in recs)
         elif rel == 'pretrain/captions.json':
-            try: from ovstad.stages import read_captions
-            except ImportError: read_captions = None
-            caps = read_captions(p) if read_captions else [(r['video'], r['caption']) for r in json.loads(p.read_text())]
+            caps = read_captions(p)
             assert len(caps) == synth.PROFILES['smoke']['pretrain']
             assert all((world/'pretrain'/'videos'/v).exists() for v, _ in caps); ok(p)
         elif rel == 'contact_sheet.png':
@@ -219,12 +218,12 @@ def test_determinism(tmp_path):
         if p.suffix in ('.json', '.pkl', '.csv', '.pbtxt', '.md') and rel.name != 'build.json':  # world.json too: byte-identical
             assert p.read_bytes() == (b/rel).read_bytes(), rel
         if p.suffix == '.mp4':
-            assert np.array_equal(synth.read_mp4(p), synth.read_mp4(b/rel)), rel
+            assert np.array_equal(read_video(p), read_video(b/rel)), rel
     assert 'build_seconds' not in json.loads((a/'world.json').read_text())
     assert json.loads((a/'build.json').read_text())['build_seconds'] >= 0
     c = synth.build_world(tmp_path/'c', 'smoke', seed=1, progress=False, **TINY)
     assert (c/'hcstvg/train.json').read_text() != (a/'hcstvg/train.json').read_text()
-    assert not np.array_equal(synth.read_mp4(c/'pretrain/videos/pt_00000.mp4'), synth.read_mp4(a/'pretrain/videos/pt_00000.mp4'))
+    assert not np.array_equal(read_video(c/'pretrain/videos/pt_00000.mp4'), read_video(a/'pretrain/videos/pt_00000.mp4'))
 
 
 def test_ensure_world_returns_at_once_when_current(world):
@@ -297,7 +296,7 @@ def test_pretraining_captions_name_the_actions(world):
     """The mini ViCLIP learns the world's actions only from captions that say what the people do (world v6; v5's 45%
     left it at chance): nearly every caption of the smoke world's corpus names an action of its clip, and two-person
     clips mostly name both people's actions, each person told apart by the shirt colour."""
-    from ovstad.stages import read_captions
+    from ovstad.data import read_captions
     card = json.loads((world/'world.json').read_text())
     caps = dict(read_captions(world/'pretrain'))
     named = both = two = 0

@@ -115,7 +115,8 @@ def test_region_text_table_reads_builder_stats(tmp_path):
     assert r2.rows['all'].cached
     md = T.table_markdown(r2)
     assert '7,066,136' in md and '180' in md
-    roots = T.grounding_roots('smoke', tmp_path); ann = Path(roots['hcstvg'])
+    from ovstad.stages import data_roots
+    roots = data_roots('smoke', tmp_path); ann = Path(roots['hcstvg'])
     ann.mkdir(parents=True, exist_ok=True); (ann/'train.json').write_text('{}')  # the annotations changed (a rebuilt world)
     r3 = T.run_table(1, 'smoke', runs_dir=tmp_path, data_root=tmp_path, region_text_builder=builder, progress=False)
     assert not r3.rows['all'].cached, 'stats of other annotations must not be reused'
@@ -133,7 +134,7 @@ def test_reports_side_by_side(tmp_path):
     assert ours['paper'] == {'base': 71.6, 'novel': 61.4} and ours['values'] == {'base': 46.0, 'novel': 11.5} and ours['runs']
     assert 'quoted' in paths['csv'].read_text() and '<table' in paths['html'].read_text()
     assert not list((tmp_path/'rep').glob('.*.tmp'))   # atomic writes leave no temporaries
-    T.write_readme(tmp_path/'rep', {'profile': 'smoke', 'tables': {'5': {'ok': True, 'wall_s': 3.0}}})
+    T.write_reports_readme(tmp_path/'rep', {'profile': 'smoke', 'tables': {'5': {'ok': True, 'wall_s': 3.0}}})
     readme = (tmp_path/'rep'/'README.md').read_text()
     assert 'Table 5' in readme and 'Environment' in readme and 'torch' in readme and 'Class lists' in readme
 
