@@ -17,6 +17,12 @@ __all__ = ['build_parser', 'main']
 # %% ../nbs/99_cli.ipynb #02ac15f8
 _FMT = argparse.RawDescriptionHelpFormatter
 
+def _command(g, name: str, help: str, description: str, examples: list[str], notes: str = '') -> argparse.ArgumentParser:
+    "Add subcommand `name` to `g`: `help` is its line in the group's list; its --help opens with `description`, closes with `notes` and `examples`."
+    head = 'examples:' if sum(not e.startswith(' ') for e in examples) > 1 else 'example:'  # indented: a continued line
+    return g.add_parser(name, help=help, description=description, formatter_class=_FMT,
+                        epilog=(notes + '\n\n' if notes else '') + head + '\n' + '\n'.join('  ' + e for e in examples))
+
 def _common(p, stage: str):
     p.add_argument('--profile', default=None, choices=PROFILES, help='smoke | mini (generated worlds) | full (settings.ini [full]); default: settings.ini [defaults] profile')
     p.add_argument('--data-root', default=None, help='folder of the world (default: data/<profile>, generated when missing)')
@@ -47,13 +53,13 @@ def _slurm_options(p, train: bool = False) -> None:
 def _add_synth(sub) -> None:
     "Add `ovstad mini build` to the `ovstad` command."
     g = cli_group(sub, 'mini', 'The embedded mini world (generated videos in the real datasets\' formats)')
-    p = g.add_parser('build', help='Generate a mini world (videos + annotations in real formats)',
-                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                     description='Render the mini world: pretraining video-caption pairs, a UCF-JHMDB analog (base/novel), an '
-                                 'OV-AVA analog (3:1 base/novel), HC-STVG and VidSTG analogs, all in the real file formats, '
-                                 'plus README.md and contact_sheet.png. world.json is written last and marks a complete build.',
-                     epilog='examples:\n  ovstad mini build --profile smoke --out data/smoke\n'
-                            '  ovstad mini build --profile mini --out data/mini --seed 1 --workers 2')
+    p = _command(g, 'build',
+                 'Generate a mini world (videos + annotations in real formats)',
+                 'Render the mini world: pretraining video-caption pairs, a UCF-JHMDB analog (base/novel), an '
+                 'OV-AVA analog (3:1 base/novel), HC-STVG and VidSTG analogs, all in the real file formats, '
+                 'plus README.md and contact_sheet.png. world.json is written last and marks a complete build.',
+                 ['ovstad mini build --profile smoke --out data/smoke',
+                  'ovstad mini build --profile mini --out data/mini --seed 1 --workers 2'])
     p.add_argument('--profile', choices=WORLD_PROFILES, default='mini', help='world size: smoke (toy, seconds) or mini (thousands of clips, minutes)')
     p.add_argument('--out', required=True, help='output folder, e.g. data/mini (only the world\'s own files in it are replaced)')
     p.add_argument('--seed', type=int, default=0, help='random seed; the same seed gives identical annotations and frames')
@@ -63,30 +69,26 @@ def _add_synth(sub) -> None:
     p.set_defaults(func='ovstad.synth:_cmd_build')
 
 def _add_data(sub) -> None:
-    "Add `ovstad data inspect` to the `ovstad` command."
+    "Add `ovstad data inspect` and `ovstad data region-text` to the `ovstad` command."
     g = cli_group(sub, 'data', 'Dataset readers and tools')
-    p = g.add_parser('inspect', help='summarize an annotation file or video (format, videos, labels, tubes, boxes, sentences)',
-                     description='Detect the format of an annotation file or video and print what it holds. '
-                                 'A malformed file gets an error naming the file, the record and the field.',
-                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                     epilog='examples:\n  ovstad data inspect ../shared/data/jhmdb/JHMDB-GT.pkl\n'
-                            '  ovstad data inspect data/mini/ava/ava_val_v2.2.csv --json\n'
-                            '  ovstad data inspect clip.mp4 --format video')
+    p = _command(g, 'inspect',
+                 'summarize an annotation file or video (format, videos, labels, tubes, boxes, sentences)',
+                 'Detect the format of an annotation file or video and print what it holds. A malformed file '
+                 'gets an error naming the file, the record and the field.',
+                 ['ovstad data inspect ../shared/data/jhmdb/JHMDB-GT.pkl',
+                  'ovstad data inspect data/mini/ava/ava_val_v2.2.csv --json',
+                  'ovstad data inspect clip.mp4 --format video'])
     p.add_argument('path', help='annotation file (pkl, csv, json, pbtxt/txt) or video')
     p.add_argument('--format', default='auto', choices=FORMATS, help='file format (default: detect from name and content)')
     p.add_argument('--json', action='store_true', help='print the summary as JSON')
     p.set_defaults(func='ovstad.data:_cmd_inspect')
-
-def _add_benchmarks(sub) -> None:
-    "Add `ovstad data region-text`."
-    g = cli_group(sub, 'data', 'Dataset readers and tools')
-    p = g.add_parser('region-text', help='mine region-text pairs from HC-STVG / VidSTG and write Table 1 statistics',
-                     description='Split HC-STVG descriptions into single-action sentences paired with chronological sub-tubes, '
-                                 'and pair VidSTG person captions with their target tubes; write pairs.npz (and pairs.parquet '
-                                 'when pyarrow is installed), stats.json and stats.md (Table 1).',
-                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                     epilog='examples:\n  ovstad data region-text --hcstvg data/mini/hcstvg --vidstg data/mini/vidstg --out runs/pairs\n'
-                            '  ovstad data region-text --hcstvg data/hcstvg/anno_v2/train_v2.json --sources hcstvg --fraction 0.25 --out runs/pairs25')
+    p = _command(g, 'region-text',
+                 'mine region-text pairs from HC-STVG / VidSTG and write Table 1 statistics',
+                 'Split HC-STVG descriptions into single-action sentences paired with chronological '
+                 'sub-tubes, and pair VidSTG person captions with their target tubes; write pairs.npz (and '
+                 'pairs.parquet when pyarrow is installed), stats.json and stats.md (Table 1).',
+                 ['ovstad data region-text --hcstvg data/mini/hcstvg --vidstg data/mini/vidstg --out runs/pairs',
+                  'ovstad data region-text --hcstvg data/hcstvg/anno_v2/train_v2.json --sources hcstvg --fraction 0.25 --out runs/pairs25'])
     p.add_argument('--hcstvg', help='HC-STVG training JSON, or its dataset folder (train.json / anno_v2/train_v2.json)')
     p.add_argument('--vidstg', help='VidSTG train_annotations.json, or its folder (with vidor/annotation/ trajectories)')
     p.add_argument('--out', required=True, help='output folder')
@@ -99,20 +101,26 @@ def _add_models(sub) -> None:
     "Add `ovstad model configs|inspect|init`."
     g = cli_group(sub, 'model', 'ViCLIP models and checkpoints')
     fmt = argparse.RawDescriptionHelpFormatter
-    p = g.add_parser('configs', help='list the named ViCLIP sizes', description='List the named ViCLIP configs and their parameter counts.',
-                     epilog='example:\n  ovstad model configs', formatter_class=fmt)
+    p = _command(g, 'configs',
+                 'list the named ViCLIP sizes',
+                 'List the named ViCLIP configs and their parameter counts.',
+                 ['ovstad model configs'])
     p.set_defaults(func='ovstad.models:_cmd_configs')
-    p = g.add_parser('inspect', help='strictly load a checkpoint and report what it holds', formatter_class=fmt,
-                     description='Load a ViCLIP checkpoint (real ViCLIP layout or ours) strictly and print what the load found: '
-                                 'layout, inferred size, resampled embeddings. Missing, unexpected or wrongly shaped keys are an error.',
-                     epilog='example:\n  ovstad model inspect data/weights/ViCLIP-B_InternVid-FLT-10M.pth --image-size 256')
+    p = _command(g, 'inspect',
+                 'strictly load a checkpoint and report what it holds',
+                 'Load a ViCLIP checkpoint (real ViCLIP layout or ours) strictly and print what the load '
+                 'found: layout, inferred size, resampled embeddings. Missing, unexpected or wrongly shaped '
+                 'keys are an error.',
+                 ['ovstad model inspect data/weights/ViCLIP-B_InternVid-FLT-10M.pth --image-size 256'])
     p.add_argument('checkpoint', help='path to a .pth file')
     p.add_argument('--image-size', type=int, default=None, help='resample the spatial position embedding for this input side (pixels)')
     p.add_argument('--num-frames', type=int, default=None, help='resample the temporal position embedding for this many frames')
     p.set_defaults(func='ovstad.models:_cmd_inspect')
-    p = g.add_parser('init', help='write a randomly initialised checkpoint', formatter_class=fmt,
-                     description='Write a randomly initialised ViCLIP of a named size in the checkpoint layout (for tests and from-scratch training).',
-                     epilog='example:\n  ovstad model init --config smoke --out /tmp/smoke.pth')
+    p = _command(g, 'init',
+                 'write a randomly initialised checkpoint',
+                 'Write a randomly initialised ViCLIP of a named size in the checkpoint layout (for tests and '
+                 'from-scratch training).',
+                 ['ovstad model init --config smoke --out /tmp/smoke.pth'])
     p.add_argument('--config', default='mini', choices=CONFIG_NAMES, help='named size (default: mini)')
     p.add_argument('--out', required=True, help='output .pth path')
     p.add_argument('--seed', type=int, default=0, help='random seed (default: 0)')
@@ -122,12 +130,13 @@ def _add_eval(sub):
     "Add `ovstad eval act|ava`."
     g = cli_group(sub, 'eval', 'Frame mAP@0.5 of detections: ACT protocol (UCF101-24/JHMDB) or official AVA protocol')
     fmt = argparse.RawDescriptionHelpFormatter
-    p = g.add_parser('act', formatter_class=fmt, help='Frame mAP as ACT/MOC-Detector frameAP (UCF101-24, JHMDB)',
-                     description='Frame mAP@IoU of per-frame detections on the test videos of one split, as ACT/MOC-Detector '
-                                 'frameAP computes it (+1-pixel IoU, greedy matching, trapezoid AP on the raw PR curve).',
-                     epilog='detections CSV: header video,frame,label,score,x1,y1,x2,y2 (1-based frame, label = index into '
-                            'the GT labels, pixels)\n\nexample:\n  ovstad eval act ../shared/data/jhmdb/JHMDB-GT.pkl dets.csv '
-                            '--split 1 --json frame_map.json')
+    p = _command(g, 'act',
+                 'Frame mAP as ACT/MOC-Detector frameAP (UCF101-24, JHMDB)',
+                 'Frame mAP@IoU of per-frame detections on the test videos of one split, as ACT/MOC-Detector '
+                 'frameAP computes it (+1-pixel IoU, greedy matching, trapezoid AP on the raw PR curve).',
+                 ['ovstad eval act ../shared/data/jhmdb/JHMDB-GT.pkl dets.csv --split 1 --json frame_map.json'],
+                 notes='detections CSV: header video,frame,label,score,x1,y1,x2,y2 (1-based frame, label = index '
+                       'into the GT labels, pixels)')
     p.add_argument('gt', help='ACT-style GT pickle (e.g. JHMDB-GT.pkl, UCF101v2-GT.pkl)')
     p.add_argument('detections', help='detections CSV (see below)')
     p.add_argument('--split', type=int, default=1, help='test split to evaluate, 1-based (default: 1)')
@@ -135,13 +144,14 @@ def _add_eval(sub):
     p.add_argument('--classes', nargs='+', help='class names or label indices to average over (default: all)')
     p.add_argument('--json', help='also write the summary to this JSON file')
     p.set_defaults(func='ovstad.eval:_cli_act')
-    p = g.add_parser('ava', formatter_class=fmt, help='Frame mAP as the official ActivityNet AVA evaluator',
-                     description='Frame mAP@IoU of keyframe detections exactly as the official AVA evaluator computes it '
-                                 '(top-50 per keyframe, VOC AP, nan-mean over the label map).',
-                     epilog='files are the official CSV layouts: video_id,timestamp,x1,y1,x2,y2,action_id,person_id (GT) '
-                            'and ...,action_id,score (detections), normalized boxes\n\nexample:\n  ovstad eval ava ava_val_v2.2.csv '
-                            'dets.csv --label-map ava_action_list_v2.2_for_activitynet_2019.pbtxt \\\n'
-                            '      --exclusions ava_val_excluded_timestamps_v2.2.csv --json frame_map.json')
+    p = _command(g, 'ava',
+                 'Frame mAP as the official ActivityNet AVA evaluator',
+                 'Frame mAP@IoU of keyframe detections exactly as the official AVA evaluator computes it '
+                 '(top-50 per keyframe, VOC AP, nan-mean over the label map).',
+                 ['ovstad eval ava ava_val_v2.2.csv dets.csv --label-map ava_action_list_v2.2_for_activitynet_2019.pbtxt \\',
+                  '    --exclusions ava_val_excluded_timestamps_v2.2.csv --json frame_map.json'],
+                 notes='files are the official CSV layouts: video_id,timestamp,x1,y1,x2,y2,action_id,person_id (GT) '
+                       'and ...,action_id,score (detections), normalized boxes')
     p.add_argument('gt', help='GT CSV')
     p.add_argument('detections', help='detections CSV')
     p.add_argument('--label-map', required=True, help='label map (pbtxt or `id: name` lines): the evaluated classes')
@@ -158,18 +168,21 @@ def _add_stages(sub) -> None:
     "Add `ovstad train pretrain|align|finetune|chain`, `ovstad detect-run` and `ovstad evaluate`."
     g = cli_group(sub, 'train', 'Train the stages of the method (pretrain, align, finetune) or run whole chains')
     docs = {'pretrain': ('video-text contrastive pretraining (Eq. 1) of a ViCLIP from scratch',
-                         'ovstad train pretrain --profile mini\n  ovstad train pretrain --profile full --data my_videos/ --set model=b16'),
+                         ['ovstad train pretrain --profile mini',
+                          'ovstad train pretrain --profile full --data my_videos/ --set model=b16']),
             'align': ('video region-text alignment (Eq. 5-6), text tower frozen, fusion ratio beta',
-                      'ovstad train align --profile mini --set beta=0.3\n  ovstad train align --set sources=hcstvg --set fraction=0.25'),
+                      ['ovstad train align --profile mini --set beta=0.3',
+                       'ovstad train align --set sources=hcstvg --set fraction=0.25']),
             'finetune': ('base-class finetuning (Eq. 3-4) with fusion ratio beta',
-                         'ovstad train finetune --profile mini --init runs/align-1a2b3c4d5e6f --set beta=0.3\n'
-                         '  torchrun --nproc_per_node 2 $(which ovstad) train finetune --profile full --resume')}
-    for stage, (what, ex) in docs.items():
-        p = g.add_parser(stage, help=what, formatter_class=_FMT,
-                         description=f"{what[0].upper() + what[1:]}. The run goes to RUNS/{stage}-<hash of config and inputs>; "
-                                     "a complete run is reused. Checkpoints are written every ckpt_every steps; --resume continues "
-                                     "an interrupted run from its latest checkpoint.",
-                         epilog=f"examples:\n  {ex}")
+                         ['ovstad train finetune --profile mini --init runs/align-1a2b3c4d5e6f --set beta=0.3',
+                          'torchrun --nproc_per_node 2 $(which ovstad) train finetune --profile full --resume'])}
+    for stage, (what, examples) in docs.items():
+        p = _command(g, stage,
+                     what,
+                     f'{what[0].upper() + what[1:]}. The run goes to RUNS/{stage}-<hash of config and inputs>; '
+                     'a complete run is reused. Checkpoints are written every ckpt_every steps; --resume continues '
+                     'an interrupted run from its latest checkpoint.',
+                     examples)
         if stage != 'pretrain':
             p.add_argument('--init', default=None, help='start from this run folder or ViCLIP checkpoint (default: the profile\'s base ViCLIP)')
         else:
@@ -179,11 +192,13 @@ def _add_stages(sub) -> None:
         p.add_argument('--resume', action='store_true', help='continue an interrupted run from its latest checkpoint')
         _common(p, stage); _slurm_options(p, train=True)
         p.set_defaults(func='ovstad.stages:_cmd_train', stage=stage, data=None, init=None)
-    p = g.add_parser('chain', help='run (or --plan) a whole chain: [pretrain] -> [align] -> [finetune] -> detect -> evaluate',
-                     formatter_class=_FMT, description='Run the runs one row of a paper table needs, reusing complete ones, '
-                     'and print base / novel / all Frame mAP@0.5. With --plan, print each run\'s folder and the command that runs it alone.',
-                     epilog='examples:\n  ovstad train chain --profile smoke --finetune \'{"beta": 0.3}\'\n'
-                            '  ovstad train chain --profile mini --align \'{"beta": 0.3}\' --finetune \'{"beta": 0.3}\' --plan')
+    p = _command(g, 'chain',
+                 'run (or --plan) a whole chain: [pretrain] -> [align] -> [finetune] -> detect -> evaluate',
+                 'Run the runs one row of a paper table needs, reusing complete ones, and print base / novel '
+                 "/ all Frame mAP@0.5. With --plan, print each run's folder and the command that runs it "
+                 'alone.',
+                 ['ovstad train chain --profile smoke --finetune \'{"beta": 0.3}\'',
+                  'ovstad train chain --profile mini --align \'{"beta": 0.3}\' --finetune \'{"beta": 0.3}\' --plan'])
     p.add_argument('--benchmark', default='ucf_jhmdb', choices=BENCHMARKS, help='benchmark (default: ucf_jhmdb)')
     p.add_argument('--align', default=None, help='JSON AlignConfig overrides to include alignment, e.g. \'{"beta": 1.0}\' ({} = recipe)')
     p.add_argument('--finetune', default=None, help='JSON FinetuneConfig overrides to include finetuning, e.g. \'{"beta": 0.3}\'')
@@ -191,51 +206,53 @@ def _add_stages(sub) -> None:
     p.add_argument('--seed', type=int, default=0, help='seed of the training runs')
     p.add_argument('--plan', action='store_true', help='print the runs and their commands without running anything')
     _common(p, 'chain'); p.set_defaults(func='ovstad.stages:_cmd_chain', overrides=[])
-    p = g.add_parser('release', help='write a pretrain run as a released ViCLIP file (half precision) that chains start from',
-                     formatter_class=_FMT,
-                     description="Write the ViCLIP of a complete pretrain run as a released file, with a JSON card beside it "
-                                 "(run, config, the command that re-derives it, world version, sha256). The mini profile's chains "
-                                 "start from settings.ini [mini] viclip_checkpoint, as the paper's start from InternVid's ViCLIP.",
-                     epilog='example:\n  ovstad train pretrain --profile mini\n'
-                            '  ovstad train release runs/pretrain-1a2b3c4d5e6f --out data/viclip-mini/viclip-mini.pt')
+    p = _command(g, 'release',
+                 'write a pretrain run as a released ViCLIP file (half precision) that chains start from',
+                 'Write the ViCLIP of a complete pretrain run as a released file, with a JSON card beside it '
+                 "(run, config, the command that re-derives it, world version, sha256). The mini profile's "
+                 "chains start from settings.ini [mini] viclip_checkpoint, as the paper's start from "
+                 "InternVid's ViCLIP.",
+                 ['ovstad train pretrain --profile mini',
+                  'ovstad train release runs/pretrain-1a2b3c4d5e6f --out data/viclip-mini/viclip-mini.pt'])
     p.add_argument('run', help='a complete pretrain run folder')
     p.add_argument('--out', required=True, help='the released file to write (its .json card goes beside it)')
     p.add_argument('--fp32', action='store_true', help='keep float32 weights (default: float16, half the size)')
     p.set_defaults(func='ovstad.stages:_cmd_release')
-    p = sub.add_parser('detect-run', help="score a benchmark's eval proposals with a trained model (writes detections)",
-                       formatter_class=_FMT,
-                       description="Score every proposal of the benchmark's eval sets against base and novel prompts and write "
-                                   "detections.csv (ACT columns for UCF-JHMDB, the AVA CSV layout for OV-AVA) into "
-                                   "RUNS/detect-<hash>. For any video of your own use `ovstad detect VIDEO`.",
-                       epilog='examples:\n  ovstad detect-run --profile mini --init runs/finetune-1a2b3c4d5e6f --set beta=0.3\n'
-                              '  ovstad detect-run --profile mini --benchmark ov_ava --set beta=1.0   # zero-shot region features')
+    p = _command(sub, 'detect-run',
+                 "score a benchmark's eval proposals with a trained model (writes detections)",
+                 "Score every proposal of the benchmark's eval sets against base and novel prompts and write "
+                 'detections.csv (ACT columns for UCF-JHMDB, the AVA CSV layout for OV-AVA) into '
+                 'RUNS/detect-<hash>. For any video of your own use `ovstad detect VIDEO`.',
+                 ['ovstad detect-run --profile mini --init runs/finetune-1a2b3c4d5e6f --set beta=0.3',
+                  'ovstad detect-run --profile mini --benchmark ov_ava --set beta=1.0   # zero-shot region features'])
     p.add_argument('--init', default=None, help="the model: a run folder or ViCLIP checkpoint (default: the profile's base ViCLIP)")
     p.add_argument('--benchmark', default='ucf_jhmdb', choices=BENCHMARKS, help='benchmark (default: ucf_jhmdb)')
     _common(p, 'detect'); p.set_defaults(func='ovstad.stages:_cmd_detect')
-    p = sub.add_parser('evaluate', help='Frame mAP@0.5 (base / novel / all) of a detect run', formatter_class=_FMT,
-                       description="Evaluate a detect run's detections with the benchmark's protocol (ACT frameAP for UCF-JHMDB, "
-                                   "the ActivityNet AVA evaluator for OV-AVA) and write metrics.json into RUNS/evaluate-<hash>.",
-                       epilog='example:\n  ovstad evaluate runs/detect-1a2b3c4d5e6f --profile mini')
+    p = _command(sub, 'evaluate',
+                 'Frame mAP@0.5 (base / novel / all) of a detect run',
+                 "Evaluate a detect run's detections with the benchmark's protocol (ACT frameAP for "
+                 'UCF-JHMDB, the ActivityNet AVA evaluator for OV-AVA) and write metrics.json into '
+                 'RUNS/evaluate-<hash>.',
+                 ['ovstad evaluate runs/detect-1a2b3c4d5e6f --profile mini'])
     p.add_argument('run', help='a detect run folder')
     _common(p, 'evaluate'); p.set_defaults(func='ovstad.stages:_cmd_evaluate')
 
 def _add_explore(sub):
     "Add `ovstad detect VIDEO ...`."
-    p = sub.add_parser('detect', help='Detect prompted actions of people in any video (AVA-style CSV out)',
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=("Score person boxes on keyframes of any video against free-text prompts with an OV-STAD detector.\n"
-                     "Boxes come from --boxes FILE, else a torchvision COCO detector whose weights are already in the torch\n"
-                     "hub cache, else OpenCV's HOG people detector (weak; offline fallback). Output: AVA-layout CSV\n"
-                     "(video_id, timestamp, x1, y1, x2, y2 normalized, action_id, score) plus <out>.pbtxt naming the prompts."),
-        epilog=textwrap.dedent("""\
-            examples:
-              ovstad detect ../shared/data/videos/arm_wrestling.mp4 --prompts "a person arm wrestling; a person drinking" \\
-                  --out runs/detect/arm.csv --viz runs/detect/arm.mp4
-              ovstad detect clip.mp4 --prompts "wave;kick" --boxes boxes.csv --checkpoint ViCLIP-B_InternVid-FLT-10M.pth --out d.csv
-
-            boxes.csv: header frame,x1,y1,x2,y2[,score] (0-based frame, pixels) or timestamp,x1,y1,x2,y2[,score]
-            (seconds, normalized); or a frame-proposals pickle {"<video>,<frame:05d>": array(n, 5)}.
-            Without --checkpoint: settings.ini [full] viclip_checkpoint, else the mini world's pretrained model."""))
+    p = _command(sub, 'detect',
+                 'Detect prompted actions of people in any video (AVA-style CSV out)',
+                 'Score person boxes on keyframes of any video against free-text prompts with an OV-STAD '
+                 'detector.\nBoxes come from --boxes FILE, else a torchvision COCO detector whose weights are '
+                 "already in the torch\nhub cache, else OpenCV's HOG people detector (weak; offline fallback). "
+                 'Output: AVA-layout CSV\n(video_id, timestamp, x1, y1, x2, y2 normalized, action_id, score) '
+                 'plus <out>.pbtxt naming the prompts.',
+                 ['ovstad detect ../shared/data/videos/arm_wrestling.mp4 --prompts "a person arm wrestling; a person drinking" \\',
+                  '    --out runs/detect/arm.csv --viz runs/detect/arm.mp4',
+                  'ovstad detect clip.mp4 --prompts "wave;kick" --boxes boxes.csv --checkpoint ViCLIP-B_InternVid-FLT-10M.pth --out d.csv'],
+                 notes='boxes.csv: header frame,x1,y1,x2,y2[,score] (0-based frame, pixels) or '
+                       'timestamp,x1,y1,x2,y2[,score]\n(seconds, normalized); or a frame-proposals pickle '
+                       '{"<video>,<frame:05d>": array(n, 5)}.\nWithout --checkpoint: settings.ini [full] '
+                       "viclip_checkpoint, else the mini world's pretrained model.")
     p.add_argument('video', help='any video file (mp4, avi, ...)')
     p.add_argument('--prompts', required=True, nargs='+', help="prompts, separated by ';' or given as separate arguments")
     g = p.add_mutually_exclusive_group()
@@ -257,17 +274,17 @@ def _add_explore(sub):
 def _add_tables(sub) -> None:
     "Add `ovstad reproduce` to the `ovstad` command."
     s = Settings()
-    p = sub.add_parser('reproduce', help="Regenerate the paper's Tables 1-6 into reports/",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Run the table notebooks (nbs/experiments/) with papermill on a profile and write reports/tableN.{md,csv,html,json} "
-                    "with measured and paper numbers side by side, plus reports/README.md. Stage runs are cached: a second "
-                    "invocation reuses finished runs and an interrupted one resumes.",
-        epilog="examples:\n  ovstad reproduce --profile smoke --tables 2,3     # toy size, two tables\n"
-               "  ovstad reproduce --profile mini                   # the embedded mini world (make reproduce)\n"
-               "  ovstad reproduce --profile full --gpus 0,1,2,3    # real data (see data/README.md), 4 GPUs\n"
-               "  ovstad reproduce --profile full --executor slurm --partition gpu --gpus-per-node 8 --tasks-per-node 8 --dry-run\n"
-               "  ovstad reproduce --profile full --executor slurm --partition gpu --gpus-per-node 8 --tasks-per-node 8"
-               "   # each run one job")
+    p = _command(sub, 'reproduce',
+                 "Regenerate the paper's Tables 1-6 into reports/",
+                 'Run the table notebooks (nbs/experiments/) with papermill on a profile and write '
+                 'reports/tableN.{md,csv,html,json} with measured and paper numbers side by side, plus '
+                 'reports/README.md. Stage runs are cached: a second invocation reuses finished runs and an '
+                 'interrupted one resumes.',
+                 ['ovstad reproduce --profile smoke --tables 2,3     # toy size, two tables',
+                  'ovstad reproduce --profile mini                   # the embedded mini world (make reproduce)',
+                  'ovstad reproduce --profile full --gpus 0,1,2,3    # real data (see data/README.md), 4 GPUs',
+                  'ovstad reproduce --profile full --executor slurm --partition gpu --gpus-per-node 8 --tasks-per-node 8 --dry-run',
+                  'ovstad reproduce --profile full --executor slurm --partition gpu --gpus-per-node 8 --tasks-per-node 8   # each run one job'])
     p.add_argument('--profile', choices=['smoke', 'mini', 'full'], default=s.get('defaults', 'profile', 'mini'), help='data/model size (default from settings.ini)')
     p.add_argument('--tables', default='all', help="comma-separated table numbers, e.g. 1,2,5 (default: all)")
     p.add_argument('--pretrain-from-scratch', action='store_true',
@@ -282,7 +299,7 @@ def _add_tables(sub) -> None:
     _slurm_options(p)
     p.set_defaults(func='ovstad.tables:_cmd_reproduce')
 
-_GROUPS = [_add_synth, _add_data, _add_benchmarks, _add_models, _add_eval, _add_stages, _add_explore, _add_tables]
+_GROUPS = [_add_synth, _add_data, _add_models, _add_eval, _add_stages, _add_explore, _add_tables]
 
 # %% ../nbs/99_cli.ipynb #fbe5afaa
 _EPILOG = textwrap.dedent("""\

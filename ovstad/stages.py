@@ -355,6 +355,16 @@ def _clip_sizes(cfg, model) -> tuple[int, int, int]:
     T = cfg.num_frames or model.num_frames; S = cfg.crop or model.image_size
     return T, S, cfg.short_side or model.image_size
 
+def _trainee(ckpt, cfg, folders, template: str | None = None):
+    "Seed, then (detector of `ckpt` at fusion `cfg.beta`, clip length T, training `ClipTransform`); no flips where a world in `folders` has sided actions."
+    from ovstad.data import ClipTransform
+    from ovstad.models import OVSTAD
+    seed_everything(cfg.seed)
+    det = OVSTAD.from_checkpoint(ckpt, beta=cfg.beta, **({} if template is None else {'template': template}))
+    T, S, short = _clip_sizes(cfg, det.viclip)
+    tf = ClipTransform(short, train=cfg.augment, crop_size=S if cfg.augment else None, flip_p=flip_p(*folders))
+    return det, T, tf
+
 def _save_detector(det, path: Path, run: Run) -> None:
     if dist_info()[0] == 0:
         det.viclip.save_checkpoint(path, extra={'ovstad_tau': det.tau.item(), 'ovstad_run': run.id, 'ovstad_stage': run.stage})
@@ -420,18 +430,13 @@ def align(cfg: AlignConfig | None = None,   # default: the profile's recipe
           resume: bool = True) -> Run:
     "Video region-text alignment (Eq. 5-6), text tower frozen, fusion ratio `cfg.beta`; artefact `viclip.pt`."
     from ovstad.benchmarks import RegionTextDataset
-    from ovstad.data import ClipTransform, collate_detection
+    from ovstad.data import collate_detection
     cfg = cfg or get_recipe('align', profile=profile)
     init = init if init is not None else base_viclip(profile, runs_dir, data_root)
     run, ckpt = _align_run(cfg, init, runs_dir, profile, data_root)
     def body(run):
         pairs = region_text_pairs(PairsConfig(tuple(cfg.sources), cfg.fraction, cfg.seed), runs_dir, profile, data_root)
-        seed_everything(cfg.seed)
-        from ovstad.models import OVSTAD
-        det = OVSTAD.from_checkpoint(ckpt, beta=cfg.beta)
-        T, S, short = _clip_sizes(cfg, det.viclip)
-        tf = ClipTransform(short, train=cfg.augment, crop_size=S if cfg.augment else None,
-                           flip_p=flip_p(*(data_roots(profile, data_root)[s] for s in cfg.sources)))
+        det, T, tf = _trainee(ckpt, cfg, [data_roots(profile, data_root)[s] for s in cfg.sources])
         ds = RegionTextDataset(pairs.path, num_frames=T, stride=cfg.stride, transform=tf, seed=cfg.seed)
         res = train(AlignTask(det, cfg.gamma, cfg.tau_lr_scale), _Seeded(ds, cfg.max_boxes), cfg, run.path,
                     collate_detection, resume, desc=run.id)
@@ -462,19 +467,14 @@ def finetune(cfg: FinetuneConfig | None = None,  # default: the profile's recipe
              runs_dir: str | Path = 'runs', profile: str = 'mini', data_root: str | Path | None = None,
              resume: bool = True) -> Run:
     "Base-class finetuning (Eq. 3-4) with fusion ratio `cfg.beta`; artefact `viclip.pt`."
-    from ovstad.data import ClipTransform, collate_detection
+    from ovstad.data import collate_detection
     cfg = cfg or get_recipe('finetune', profile=profile)
     init = init if init is not None else base_viclip(profile, runs_dir, data_root)
     run, ckpt = _finetune_run(cfg, init, runs_dir, profile, data_root)
     def body(run):
         bench = load_benchmark(cfg.benchmark, profile, data_root)
-        seed_everything(cfg.seed)
-        from ovstad.models import OVSTAD
-        det = OVSTAD.from_checkpoint(ckpt, beta=cfg.beta, template=bench.template)
-        T, S, short = _clip_sizes(cfg, det.viclip)
         roots = data_roots(profile, data_root)
-        tf = ClipTransform(short, train=cfg.augment, crop_size=S if cfg.augment else None,
-                           flip_p=flip_p(*((roots['ucf101_24'],) if cfg.benchmark == 'ucf_jhmdb' else (roots['ava'],))))
+        det, T, tf = _trainee(ckpt, cfg, [roots['ucf101_24'] if cfg.benchmark == 'ucf_jhmdb' else roots['ava']], bench.template)
         kw = dict(keyframe_step=cfg.keyframe_step) if cfg.benchmark == 'ucf_jhmdb' else {}
         ds = bench.train_dataset(num_frames=T, stride=cfg.stride, transform=tf, seed=cfg.seed, **kw)
         prompts = bench.prompts(bench.base_classes)
