@@ -38,7 +38,8 @@ from ovstad.benchmarks import make_prompts
 from ovstad.core import OvstadError
 from ovstad.data import ClipReader, read_ava_csv
 from ovstad.explore import ProbeSession, annotated_frames, box_heat, stage_checkpoints, video_info
-from ovstad.stages import load_benchmark, world_root
+from ovstad.data import world_root
+from ovstad.stages import load_benchmark
 
 
 def act_keyframes(gt: dict, videos, root: Path, limit: int):

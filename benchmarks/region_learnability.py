@@ -25,7 +25,8 @@ from torchvision.ops import roi_align
 from ovstad.data import ActDetectionDataset, ClipTransform, collate_detection
 from ovstad.models import CONFIG_NAMES, OVSTAD, ViCLIP, get_config
 from ovstad.models import OVSTAD
-from ovstad.stages import load_benchmark, world_root
+from ovstad.data import world_root
+from ovstad.stages import load_benchmark
 from ovstad.trainer import override
 
 

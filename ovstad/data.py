@@ -25,7 +25,8 @@ __all__ = ['AVA_COLUMNS', 'PERSON_CATEGORIES', 'VIDEO_EXTS', 'IMAGENET_MEAN', 'I
            'read_vidor_trajectories', 'VidORIndex', 'read_captions', 'clip_indices', 'ClipReader', 'video_info',
            'read_video', 'write_video', 'read_box_file', 'boxes_to_original', 'ClipTransform', 'Keyframe',
            'KeyframeDataset', 'collate_detection', 'box_iou', 'act_frame_boxes', 'act_keyframes', 'ActDetectionDataset',
-           'ava_keyframes', 'AvaDetectionDataset', 'detect_format', 'inspect_path']
+           'ava_keyframes', 'AvaDetectionDataset', 'world_root', 'data_roots', 'data_fingerprint', 'flip_p',
+           'detect_format', 'inspect_path']
 
 # %% ../nbs/04_data.ipynb #9e4e7d29
 def _load_pickle(path) -> Any:
@@ -829,6 +830,60 @@ class AvaDetectionDataset(KeyframeDataset):
                 'meta': {'video': kf.video, 'center': center, **kf.meta, **geom}}
         if kf.labels is not None: item['labels'] = torch.from_numpy(kf.labels)
         return item
+
+# %% ../nbs/04_data.ipynb #1b90c286
+from .core import PROFILES, Settings, stable_hash
+
+_FULL_KEYS = {'ucf101_24': 'ucf101_24_root', 'jhmdb': 'jhmdb_root', 'ava': 'ava_root', 'hcstvg': 'hcstvg_root',
+              'vidstg': 'vidstg_root'}
+_WORLD_DIRS = {'pretrain': 'pretrain', 'ucf101_24': 'ucf101-24', 'jhmdb': 'jhmdb', 'ava': 'ava', 'hcstvg': 'hcstvg',
+               'vidstg': 'vidstg'}
+
+def world_root(profile: str, data_root: str | Path | None = None,
+               build: bool = True) -> Path | None:  # False: only say where the world lives, generate nothing
+    "The folder of the `profile` world: `data_root`, else the mini world (generated if needed); None for full."
+    if data_root is not None: return Path(data_root)
+    if profile == 'full': return None
+    if not build: return Settings().path_of('paths', 'mini_root', 'data')/profile
+    from ovstad.synth import ensure_world
+    return Path(ensure_world(profile))
+
+def data_roots(profile: str, data_root: str | Path | None = None) -> dict:
+    "{'pretrain', 'ucf101_24', 'jhmdb', 'ava', 'hcstvg', 'vidstg'} -> folder, for `profile` (full: settings.ini [full])."
+    if profile not in PROFILES: raise OvstadError(f"unknown profile {profile!r}; use one of {PROFILES}")
+    root = world_root(profile, data_root)
+    if root is not None: return {k: root/v for k, v in _WORLD_DIRS.items()}
+    s = Settings()
+    return {'pretrain': None, **{k: s.path_of('full', v) for k, v in _FULL_KEYS.items()}}
+
+def _world_json(d) -> Path | None:
+    "The `world.json` of a generated world that `d` is (or is a corpus folder of), else None."
+    return next((p/'world.json' for p in (Path(d), Path(d).parent) if (p/'world.json').exists()), None)
+
+def data_fingerprint(*folders) -> dict:
+    "A hashable summary of the annotation files (not videos) in `folders`: names and sizes, and world.json's content."
+    out = {}
+    for d in folders:
+        if d is None: continue
+        d = Path(d)
+        w = _world_json(d)
+        if w is not None: out[d.name] = {'world': stable_hash(json.loads(w.read_text()))}; continue
+        if not d.exists(): out[d.name] = 'missing'; continue
+        out[d.name] = {p.name: p.stat().st_size for p in sorted(d.iterdir())
+                       if p.is_file() and p.suffix.lower() in ('.json', '.pkl', '.csv', '.pbtxt', '.txt')}
+    return {'data': stable_hash(out)}
+
+def flip_p(*folders, default: float = 0.5) -> float:
+    """Horizontal-flip probability for training on data in `folders`: 0 when the world's `world.json` (in a folder or its
+    parent) says `hflip_swaps_sides` (the mini world's labels name the person's left or right, which a flip swaps), else `default`."""
+    for d in folders:
+        if d is None: continue
+        w = _world_json(d)
+        if w is None: continue
+        try: card = json.loads(w.read_text())
+        except (json.JSONDecodeError, OSError) as e: raise OvstadError(f"{w} is not readable JSON ({e}); rebuild the world with `ovstad mini build`") from None
+        if card.get('hflip_swaps_sides'): return 0.0
+    return default
 
 # %% ../nbs/04_data.ipynb #db455226
 from .core import FORMATS  # the formats `inspect_path` knows (named in core, where the CLI's choices live)

@@ -21,12 +21,11 @@ from .trainer import (Run, TrainConfig, _barrier, check_config, checked, config_
 
 # %% auto #0
 __all__ = ['STAGE_CONFIGS', 'align_stage', 'finetune_stage', 'ClipConfig', 'PretrainConfig', 'AlignConfig', 'FinetuneConfig',
-           'DetectConfig', 'EvaluateConfig', 'get_recipe', 'world_root', 'data_roots', 'data_fingerprint', 'flip_p',
-           'CaptionDataset', 'GeneratedCaptions', 'collate_captions', 'PretrainTask', 'AlignTask', 'FinetuneTask',
-           'pretrain', 'PairsConfig', 'region_text_pairs', 'align', 'load_benchmark', 'finetune', 'score_dataset',
-           'read_detections', 'detect', 'detect_config', 'evaluate_detections', 'evaluate', 'released_viclip',
-           'base_viclip', 'PlannedRun', 'plan_chain', 'ChainResult', 'run_chain', 'cached_chain', 'release_viclip',
-           'slurm_overrides']
+           'DetectConfig', 'EvaluateConfig', 'get_recipe', 'CaptionDataset', 'GeneratedCaptions', 'collate_captions',
+           'PretrainTask', 'AlignTask', 'FinetuneTask', 'pretrain', 'PairsConfig', 'region_text_pairs', 'align',
+           'load_benchmark', 'finetune', 'score_dataset', 'read_detections', 'detect', 'detect_config',
+           'evaluate_detections', 'evaluate', 'released_viclip', 'base_viclip', 'PlannedRun', 'plan_chain',
+           'ChainResult', 'run_chain', 'cached_chain', 'release_viclip', 'slurm_overrides']
 
 # %% ../nbs/07b_stages.ipynb #7ad91c35
 @dataclass
@@ -139,56 +138,8 @@ def get_recipe(stage: str,                    # pretrain, align, finetune, detec
     return override(STAGE_CONFIGS[stage](), {**base, **overrides})
 
 # %% ../nbs/07b_stages.ipynb #ec2c8d5d
-_FULL_KEYS = {'ucf101_24': 'ucf101_24_root', 'jhmdb': 'jhmdb_root', 'ava': 'ava_root', 'hcstvg': 'hcstvg_root',
-              'vidstg': 'vidstg_root'}
-_WORLD_DIRS = {'pretrain': 'pretrain', 'ucf101_24': 'ucf101-24', 'jhmdb': 'jhmdb', 'ava': 'ava', 'hcstvg': 'hcstvg',
-               'vidstg': 'vidstg'}
+from .data import data_fingerprint, data_roots, flip_p, world_root, _world_json  # where the data lives: the data layer's answer
 
-def world_root(profile: str, data_root: str | Path | None = None,
-               build: bool = True) -> Path | None:  # False: only say where the world lives, generate nothing
-    "The folder of the `profile` world: `data_root`, else the mini world (generated if needed); None for full."
-    if data_root is not None: return Path(data_root)
-    if profile == 'full': return None
-    if not build: return Settings().path_of('paths', 'mini_root', 'data')/profile
-    from ovstad.synth import ensure_world
-    return Path(ensure_world(profile))
-
-def data_roots(profile: str, data_root: str | Path | None = None) -> dict:
-    "{'pretrain', 'ucf101_24', 'jhmdb', 'ava', 'hcstvg', 'vidstg'} -> folder, for `profile` (full: settings.ini [full])."
-    if profile not in PROFILES: raise OvstadError(f"unknown profile {profile!r}; use one of {PROFILES}")
-    root = world_root(profile, data_root)
-    if root is not None: return {k: root/v for k, v in _WORLD_DIRS.items()}
-    s = Settings()
-    return {'pretrain': None, **{k: s.path_of('full', v) for k, v in _FULL_KEYS.items()}}
-
-def _world_json(d) -> Path | None:
-    "The `world.json` of a generated world that `d` is (or is a corpus folder of), else None."
-    return next((p/'world.json' for p in (Path(d), Path(d).parent) if (p/'world.json').exists()), None)
-
-def data_fingerprint(*folders) -> dict:
-    "A hashable summary of the annotation files (not videos) in `folders`: names and sizes, and world.json's content."
-    out = {}
-    for d in folders:
-        if d is None: continue
-        d = Path(d)
-        w = _world_json(d)
-        if w is not None: out[d.name] = {'world': stable_hash(json.loads(w.read_text()))}; continue
-        if not d.exists(): out[d.name] = 'missing'; continue
-        out[d.name] = {p.name: p.stat().st_size for p in sorted(d.iterdir())
-                       if p.is_file() and p.suffix.lower() in ('.json', '.pkl', '.csv', '.pbtxt', '.txt')}
-    return {'data': stable_hash(out)}
-
-def flip_p(*folders, default: float = 0.5) -> float:
-    """Horizontal-flip probability for training on data in `folders`: 0 when the world's `world.json` (in a folder or its
-    parent) says `hflip_swaps_sides` (the mini world's labels name the person's left or right, which a flip swaps), else `default`."""
-    for d in folders:
-        if d is None: continue
-        w = _world_json(d)
-        if w is None: continue
-        try: card = json.loads(w.read_text())
-        except (json.JSONDecodeError, OSError) as e: raise OvstadError(f"{w} is not readable JSON ({e}); rebuild the world with `ovstad mini build`") from None
-        if card.get('hflip_swaps_sides'): return 0.0
-    return default
 
 # %% ../nbs/07b_stages.ipynb #98fd1948
 class _Seeded(torch.utils.data.Dataset):
@@ -365,6 +316,13 @@ def _trainee(ckpt, cfg, folders, template: str | None = None):
     tf = ClipTransform(short, train=cfg.augment, crop_size=S if cfg.augment else None, flip_p=flip_p(*folders))
     return det, T, tf
 
+def _stage_inputs(stage: str, make_run, cfg, init, runs_dir, profile, data_root):
+    "(config, Run, start checkpoint) of a stage after align: `cfg` None is the profile's recipe, `init` None its ViCLIP."
+    cfg = cfg or get_recipe(stage, profile=profile)
+    init = init if init is not None else base_viclip(profile, runs_dir, data_root)
+    run, ckpt = make_run(cfg, init, runs_dir, profile, data_root)
+    return cfg, run, ckpt
+
 def _save_detector(det, path: Path, run: Run) -> None:
     if dist_info()[0] == 0:
         det.viclip.save_checkpoint(path, extra={'ovstad_tau': det.tau.item(), 'ovstad_run': run.id, 'ovstad_stage': run.stage})
@@ -431,9 +389,7 @@ def align(cfg: AlignConfig | None = None,   # default: the profile's recipe
     "Video region-text alignment (Eq. 5-6), text tower frozen, fusion ratio `cfg.beta`; artefact `viclip.pt`."
     from ovstad.benchmarks import RegionTextDataset
     from ovstad.data import collate_detection
-    cfg = cfg or get_recipe('align', profile=profile)
-    init = init if init is not None else base_viclip(profile, runs_dir, data_root)
-    run, ckpt = _align_run(cfg, init, runs_dir, profile, data_root)
+    cfg, run, ckpt = _stage_inputs('align', _align_run, cfg, init, runs_dir, profile, data_root)
     def body(run):
         pairs = region_text_pairs(PairsConfig(tuple(cfg.sources), cfg.fraction, cfg.seed), runs_dir, profile, data_root)
         det, T, tf = _trainee(ckpt, cfg, [data_roots(profile, data_root)[s] for s in cfg.sources])
@@ -468,9 +424,7 @@ def finetune(cfg: FinetuneConfig | None = None,  # default: the profile's recipe
              resume: bool = True) -> Run:
     "Base-class finetuning (Eq. 3-4) with fusion ratio `cfg.beta`; artefact `viclip.pt`."
     from ovstad.data import collate_detection
-    cfg = cfg or get_recipe('finetune', profile=profile)
-    init = init if init is not None else base_viclip(profile, runs_dir, data_root)
-    run, ckpt = _finetune_run(cfg, init, runs_dir, profile, data_root)
+    cfg, run, ckpt = _stage_inputs('finetune', _finetune_run, cfg, init, runs_dir, profile, data_root)
     def body(run):
         bench = load_benchmark(cfg.benchmark, profile, data_root)
         roots = data_roots(profile, data_root)
@@ -543,9 +497,7 @@ def detect(cfg: DetectConfig | None = None,   # default: the profile's recipe (b
            init=None,                         # a finetune / align / pretrain Run, run folder or ViCLIP checkpoint
            runs_dir: str | Path = 'runs', profile: str = 'mini', data_root: str | Path | None = None) -> Run:
     "Score the proposals of the benchmark's eval sets; artefact `detections.csv` (ACT columns, or AVA's CSV layout)."
-    cfg = cfg or get_recipe('detect', profile=profile)
-    init = init if init is not None else base_viclip(profile, runs_dir, data_root)
-    run, ckpt = _detect_run(cfg, init, runs_dir, profile, data_root)
+    cfg, run, ckpt = _stage_inputs('detect', _detect_run, cfg, init, runs_dir, profile, data_root)
     def body(run):
         t0 = time.time()
         bench = load_benchmark(cfg.benchmark, profile, data_root, cfg.proposal_threshold)

@@ -371,7 +371,7 @@ def region_text_stats_table(stats) -> dict:
 def build_region_text_stats(profile: str, runs_dir='runs', data_root=None, sources=('vidstg', 'hcstvg'), builder=None) -> tuple:
     "Build (or reuse) the region-text pairs of a profile and return ({source: stats}, out folder, reused?)."
     if profile != 'full' and data_root is None: data_root = _ensure_world(profile)
-    from ovstad.stages import data_fingerprint, data_roots  # the annotations' content: a rebuilt world gets a new folder
+    from ovstad.data import data_fingerprint, data_roots  # the annotations' content: a rebuilt world gets a new folder
     roots = {k: v for k, v in data_roots(profile, data_root).items() if k in ('hcstvg', 'vidstg')}
     key = {k: str(v) for k, v in roots.items()} | {'sources': sorted(sources)} | data_fingerprint(*roots.values())
     out = Path(runs_dir)/f"region-text-{stable_hash(key)}"
@@ -517,7 +517,7 @@ def data_provenance(profile: str, data_root=None) -> dict:
     if profile == 'full' and data_root is None:
         s = Settings()
         return {'profile': 'full', 'roots': {k: _rel(s.path_of('full', k)) for k in FULL_KEYS}}
-    from ovstad.stages import world_root
+    from ovstad.data import world_root
     root = world_root(profile, data_root, build=False)
     d = {'profile': profile, 'root': _rel(root)}   # relative to the project: no machine's folders in reports
     w = root/'world.json'

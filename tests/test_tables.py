@@ -115,7 +115,7 @@ def test_region_text_table_reads_builder_stats(tmp_path):
     assert r2.rows['all'].cached
     md = T.table_markdown(r2)
     assert '7,066,136' in md and '180' in md
-    from ovstad.stages import data_roots
+    from ovstad.data import data_roots
     roots = data_roots('smoke', tmp_path); ann = Path(roots['hcstvg'])
     ann.mkdir(parents=True, exist_ok=True); (ann/'train.json').write_text('{}')  # the annotations changed (a rebuilt world)
     r3 = T.run_table(1, 'smoke', runs_dir=tmp_path, data_root=tmp_path, region_text_builder=builder, progress=False)
