@@ -14,7 +14,7 @@ export MPLBACKEND := agg
 PROFILE ?= mini
 PYTEST_ARGS ?=
 
-.PHONY: setup reproduce test test-fast sync-check lab export clean-nbs bench
+.PHONY: setup reproduce test test-fast sync-check lab export clean-nbs bench outputs
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ lab: setup
 
 export: setup
 	$(BIN)/nbdev-export && $(BIN)/nbdev-clean
+
+## outputs: re-execute the library notebooks and keep their deterministic example outputs
+outputs: setup
+	$(BIN)/python tools/keep_outputs.py
 
 bench: setup
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
