@@ -306,12 +306,13 @@ def _clip_sizes(cfg, model) -> tuple[int, int, int]:
     T = cfg.num_frames or model.num_frames; S = cfg.crop or model.image_size
     return T, S, cfg.short_side or model.image_size
 
-def _trainee(ckpt, cfg, folders, template: str | None = None):
-    "Seed, then (detector of `ckpt` at fusion `cfg.beta`, clip length T, training `ClipTransform`); no flips where a world in `folders` has sided actions."
+def _trainee(ckpt, cfg, folders, **kwargs):
+    """Seed, then (detector of `ckpt` at fusion `cfg.beta`, clip length T, training `ClipTransform`); no flips where a
+    world in `folders` has sided actions. `kwargs` go to `OVSTAD.from_checkpoint` (e.g. `template`)."""
     from ovstad.data import ClipTransform
     from ovstad.models import OVSTAD
     seed_everything(cfg.seed)
-    det = OVSTAD.from_checkpoint(ckpt, beta=cfg.beta, **({} if template is None else {'template': template}))
+    det = OVSTAD.from_checkpoint(ckpt, beta=cfg.beta, **kwargs)
     T, S, short = _clip_sizes(cfg, det.viclip)
     tf = ClipTransform(short, train=cfg.augment, crop_size=S if cfg.augment else None, flip_p=flip_p(*folders))
     return det, T, tf
@@ -428,7 +429,8 @@ def finetune(cfg: FinetuneConfig | None = None,  # default: the profile's recipe
     def body(run):
         bench = load_benchmark(cfg.benchmark, profile, data_root)
         roots = data_roots(profile, data_root)
-        det, T, tf = _trainee(ckpt, cfg, [roots['ucf101_24'] if cfg.benchmark == 'ucf_jhmdb' else roots['ava']], bench.template)
+        det, T, tf = _trainee(ckpt, cfg, [roots['ucf101_24'] if cfg.benchmark == 'ucf_jhmdb' else roots['ava']],
+                              template=bench.template)
         kw = dict(keyframe_step=cfg.keyframe_step) if cfg.benchmark == 'ucf_jhmdb' else {}
         ds = bench.train_dataset(num_frames=T, stride=cfg.stride, transform=tf, seed=cfg.seed, **kw)
         prompts = bench.prompts(bench.base_classes)

@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 MAX_TEXT = 4_000          # characters of text a cell may keep
 MAX_IMAGE = 150_000       # bytes (base64) of an image a cell may keep
-RUN_SPECIFIC = re.compile(r'/tmp/|/var/folders/|tmp[a-z0-9_]{8}|pytest-of-| at 0x[0-9a-f]+|\d+(\.\d+)? ?s\b elapsed|'
-                          r'\d+\.\d+ ?(s|ms|sec|seconds)\b|it/s|s/it|\d{4}-\d\d-\d\dT\d\d:\d\d')
+RUN_SPECIFIC = re.compile(r'/tmp/|/var/folders/|tmp[a-z0-9_]{8}|pytest-of-| at 0x[0-9a-f]+|'  # paths, addresses
+                          r'\d+\.\d+ ?(s|ms|sec|seconds)\b|it/s|s/it|\d{4}-\d\d-\d\dT\d\d:\d\d')  # durations, times
 
 
 def _directives(src: str) -> set[str]:
@@ -52,11 +52,10 @@ def _keepable(outs: list) -> bool:
 
 def _strip(outs: list) -> list:
     "Outputs as nbdev-clean leaves them: no execution counts, no transient metadata."
-    res = []
-    for o in copy.deepcopy(outs):
-        o.pop('execution_count', None); o['metadata'] = {} if 'metadata' in o else o.get('metadata')
-        if o.get('metadata') is None: o.pop('metadata', None)
-        res.append(o)
+    res = copy.deepcopy(outs)
+    for o in res:
+        o.pop('execution_count', None)
+        if 'metadata' in o: o['metadata'] = {}
     return res
 
 
