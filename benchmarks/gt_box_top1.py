@@ -21,23 +21,25 @@ It also prints the mean pairwise cosine of each part's prompt embeddings: near 1
 prompts apart and no region feature can either; and each part's most frequent best prompt (a model that gives every
 box one class reaches the share of boxes of that class, not more).
 
+The counting lives in `ovstad.explore` (`gt_box_readings`, `actor_pairs`, `pair_hits`), which the similarity-map page
+of `ovstad reproduce` (reports/maps.md, from nbs/experiments/explore_similarity_maps.ipynb) uses too.
+
 Frame mAP mixes this with ranking across videos and proposals; this isolates "does the region feature point at the
 right prompt". Needs a built world (`ovstad mini build`) or the real datasets under --data-root.
 
     .venv/bin/python benchmarks/gt_box_top1.py [CHECKPOINT] [--benchmark ucf_jhmdb|ov_ava] [--profile mini] [--beta 0.3]
                                               [--max-videos 0] [--stride auto] [--threads 2]
 """
-import argparse, itertools, os, sys, time
+import argparse, os, sys, time
 from collections import Counter
 from pathlib import Path
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 import numpy as np, torch
-from tqdm.auto import tqdm
 
 from ovstad.benchmarks import make_prompts
 from ovstad.core import OvstadError
-from ovstad.data import ClipReader, read_ava_csv
-from ovstad.explore import ProbeSession, annotated_frames, box_heat, stage_checkpoints, video_info
+from ovstad.data import ClipReader
+from ovstad.explore import ProbeSession, ava_val_keyframes, box_heat, gt_box_readings, stage_checkpoints
 from ovstad.data import world_root
 from ovstad.stages import load_benchmark
 
@@ -56,14 +58,8 @@ def act_keyframes(gt: dict, videos, root: Path, limit: int):
 
 
 def ava_keyframes(bench, limit: int):
-    "(video file, keyframe 0-based) of every annotated val keyframe (the first `limit` videos when limit > 0), as the probe finds them."
-    out = []
-    for v in list(dict.fromkeys(read_ava_csv(bench.val_csv, 'gt').video_id))[:limit or None]:
-        path = bench.root/'videos'/f'{v}.mp4'
-        if not path.is_file(): continue
-        info = video_info(path)
-        out += [(path, f) for f in annotated_frames(path, 'gt', info) if f < info['n_frames']]
-    return out
+    "(video file, keyframe 0-based) of every annotated val keyframe (the first `limit` videos when limit > 0): `ovstad.explore.ava_val_keyframes`."
+    return ava_val_keyframes(bench, limit)
 
 
 def auto_checkpoint(benchmark: str):
@@ -79,28 +75,9 @@ def auto_checkpoint(benchmark: str):
 
 
 def score_part(session, names, keyframes, desc):
-    "Top-1 hits, actor-pair hits (by score and by heat) and picks over `keyframes` against the prompts of `names`."
-    session.set_prompts(make_prompts(names))
-    with torch.no_grad():                         # are the prompts themselves apart? (mean pairwise cosine)
-        e = torch.nn.functional.normalize(session.det.prompt_embeddings(list(session.prompts)).float(), dim=-1)
-        cos = float((e @ e.T)[~torch.eye(len(e), dtype=torch.bool)].mean())
-    r = dict(n=0, hits=0, heat_hits=0, chance=[], pairs=0, pair_hits=0, pair_heat_hits=0, picks=[], heat_picks=[], cos=cos)
-    for path, frame in tqdm(keyframes, desc=desc, mininterval=1.0):
-        session.set_clip(path, keyframe=frame); session.set_box_source('gt')
-        boxes = session.boxes()
-        labels = [{names.index(x) for x in l.split(', ') if x in names} for l in boxes.labels]
-        if not any(labels): continue
-        res, sm = session.scores(), session.similarity()
-        s, heat = res.scores.T, box_heat(sm, boxes.boxes)       # both (P, K)
-        for k, L in enumerate(labels):
-            if not L: continue
-            pick, heat_pick = int(np.argmax(s[:, k])), int(np.argmax(heat[:, k]))
-            r['n'] += 1; r['hits'] += pick in L; r['heat_hits'] += heat_pick in L; r['chance'].append(len(L) / len(names))
-            r['picks'].append(pick); r['heat_picks'].append(heat_pick)
-        for i, j in itertools.permutations(range(len(labels)), 2):
-            for p in labels[i] - labels[j]:
-                r['pairs'] += 1; r['pair_hits'] += s[p, i] > s[p, j]; r['pair_heat_hits'] += heat[p, i] > heat[p, j]
-    return r
+    """Top-1 hits, actor-pair hits (by score and by heat) and picks over `keyframes` against the prompts of `names`:
+    `ovstad.explore.gt_box_readings` (the actor pairs are `ovstad.explore.actor_pairs`, as the maps page reads them)."""
+    return gt_box_readings(session, names, make_prompts(names), keyframes, desc, heat_fn=box_heat)
 
 
 def main(argv=None):

@@ -6,7 +6,7 @@ Docs: https://github.com/ovstad/ovstad/explore.html.md"""
 
 # %% ../nbs/08_explore.ipynb #5ca1de86
 from __future__ import annotations
-import argparse, functools, html, json, math, os, re, sys, textwrap, time
+import argparse, functools, html, itertools, json, math, os, re, sys, textwrap, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -26,7 +26,9 @@ __all__ = ['parse_prompts', 'check_keyframe', 'ClipData', 'to_model_input', 'aut
            'SimilarityMap', 'similarity_from_fmap', 'similarity_map', 'box_heat', 'draw_boxes', 'box_labels',
            'plot_box_overlay', 'plot_score_heatmap', 'plot_box_scores', 'plot_similarity_maps', 'ProbeResult',
            'ProbeSession', 'pick_checkpoint', 'pick_clip', 'save_probe', 'find_clips', 'scores_html', 'ProbeWidget',
-           'default_checkpoint', 'keyframes_at', 'detect_video', 'write_prompt_label_map', 'render_overlay']
+           'box_classes', 'actor_pairs', 'pair_hits', 'ava_val_keyframes', 'gt_box_readings', 'two_person_keyframes',
+           'contrast_class', 'heat_sentence', 'actor_map', 'plot_actor_pairs', 'maps_summary', 'default_checkpoint',
+           'keyframes_at', 'detect_video', 'write_prompt_label_map', 'render_overlay']
 
 # %% ../nbs/08_explore.ipynb #9267e591
 def parse_prompts(text: str | Sequence[str]) -> list[str]:
@@ -780,6 +782,223 @@ class ProbeWidget:
         self.result = res
     def _repr_mimebundle_(self, **kw): return self.box._repr_mimebundle_(**kw)
     def __repr__(self): return f"ProbeWidget({self.s!r})"
+
+# %% ../nbs/08_explore.ipynb #90ca4040
+def box_classes(labels: Sequence[str],  # K box labels as `BoxSet.labels` holds them: GT actions joined by ', '
+                names: Sequence[str],   # the class names to read them against (e.g. a benchmark part's classes)
+               ) -> list[set]:
+    "Per box (K), the set of indices into `names` of its GT actions; actions not among `names` are left out."
+    idx = {n: i for i, n in enumerate(names)}
+    return [{idx[x] for x in str(l).split(', ') if x in idx} for l in labels]
+
+def actor_pairs(classes: Sequence[set]) -> list[tuple]:
+    """The actor pairs of one keyframe, [(p, i, j)]: prompt index p and two boxes i, j of whom only the first does p.
+    `classes`: per box (K), the set of prompt indices it does (`box_classes`)."""
+    return [(p, i, j) for i, j in itertools.permutations(range(len(classes)), 2)
+            for p in sorted(set(classes[i]) - set(classes[j]))]
+
+def pair_hits(values,  # (P, K) box scores or box heat (prompts x boxes)
+              pairs,   # [(p, i, j)] from `actor_pairs`
+             ) -> int:
+    "How many `pairs` rank the doer first: `values[p, i] > values[p, j]` (ties count as misses)."
+    v = np.asarray(values)
+    return int(sum(bool(v[p, i] > v[p, j]) for p, i, j in pairs))
+
+# %% ../nbs/08_explore.ipynb #d8ddeca5
+def ava_val_keyframes(bench,         # an AVA-layout benchmark (`ovstad.stages.load_benchmark('ov_ava', ...)`): val_csv, root
+                      limit: int = 0, # only the first `limit` val videos (0: all)
+                     ) -> list[tuple]:
+    """[(video file, keyframe 0-based)] of every annotated val keyframe, videos in the val CSV's order, frames as the probe
+    finds them (`annotated_frames`); videos missing under `bench.root/videos/` are skipped."""
+    out = []
+    for v in list(dict.fromkeys(read_ava_csv(bench.val_csv, 'gt').video_id))[:limit or None]:
+        path = Path(bench.root)/'videos'/f'{v}.mp4'
+        if not path.is_file(): continue
+        info = video_info(path)
+        out += [(path, f) for f in annotated_frames(path, 'gt', info) if f < info['n_frames']]
+    return out
+
+def gt_box_readings(session,                 # a `ProbeSession` (its checkpoint, beta and stride are used)
+                    names: Sequence[str],    # P class names of one benchmark part
+                    prompts: Sequence[str],  # their P prompts, in the same order (e.g. `ovstad.benchmarks.make_prompts(names)`)
+                    keyframes,               # [(video file, keyframe 0-based)], e.g. `ava_val_keyframes`
+                    desc: str = '', progress: bool = True,
+                    heat_fn: Callable | None = None,  # (SimilarityMap, (K, 4) boxes) -> (P, K); default `box_heat`
+                   ) -> dict:
+    """Score the GT boxes of `keyframes` against `prompts`. Returns counts over the boxes that do one of `names`:
+    n (boxes), hits / heat_hits (the best prompt by score / by box heat is one of the box's classes), chance (per box, the
+    share of the prompts that are its classes), pairs / pair_hits / pair_heat_hits (`actor_pairs` ranked right by score /
+    by heat), picks / heat_picks (best prompt index per box), keyframes (read), cos (mean pairwise cosine of the prompt
+    embeddings: near 1, the text tower cannot tell the prompts apart)."""
+    from tqdm.auto import tqdm
+    names, heat_fn = list(names), heat_fn or box_heat
+    if len(prompts) != len(names): raise OvstadError(f"{len(prompts)} prompts for {len(names)} class names; give one prompt per class")
+    session.set_prompts(list(prompts))
+    with torch.no_grad():
+        e = F.normalize(session.det.prompt_embeddings(list(session.prompts)).float(), dim=-1)
+        cos = float((e @ e.T)[~torch.eye(len(e), dtype=torch.bool)].mean()) if len(e) > 1 else 1.0
+    r = dict(n=0, hits=0, heat_hits=0, chance=[], pairs=0, pair_hits=0, pair_heat_hits=0, picks=[], heat_picks=[], cos=cos,
+             keyframes=0)
+    for path, frame in tqdm(keyframes, desc=desc, mininterval=1.0, disable=not progress):
+        session.set_clip(path, keyframe=frame); session.set_box_source('gt')
+        boxes = session.boxes()
+        labels = box_classes(boxes.labels, names)
+        if not any(labels): continue
+        r['keyframes'] += 1
+        s, heat = session.scores().scores.T, heat_fn(session.similarity(), boxes.boxes)   # both (P, K)
+        for k, L in enumerate(labels):
+            if not L: continue
+            pick, heat_pick = int(np.argmax(s[:, k])), int(np.argmax(heat[:, k]))
+            r['n'] += 1; r['hits'] += pick in L; r['heat_hits'] += heat_pick in L; r['chance'].append(len(L) / len(names))
+            r['picks'].append(pick); r['heat_picks'].append(heat_pick)
+        pairs = actor_pairs(labels)
+        r['pairs'] += len(pairs); r['pair_hits'] += pair_hits(s, pairs); r['pair_heat_hits'] += pair_hits(heat, pairs)
+    return r
+
+# %% ../nbs/08_explore.ipynb #3b3ef7da
+def two_person_keyframes(bench,     # an AVA-layout benchmark (val_csv, root, all_classes)
+                         n: int = 3, # how many keyframes
+                         names: Sequence[str] | None = None,  # class names the actions are read against (default: all classes)
+                        ) -> list[tuple]:
+    """The first `n` val keyframes (val CSV's video order, then frame order, at most one per video) with at least two GT
+    people whose actions differ: [(video file, keyframe 0-based, BoxSet of its GT boxes)]; fewer when the set has fewer."""
+    names, out = list(names or bench.all_classes.names), []
+    for v in dict.fromkeys(read_ava_csv(bench.val_csv, 'gt').video_id):
+        if len(out) >= n: break
+        path = Path(bench.root)/'videos'/f'{v}.mp4'
+        if not path.is_file(): continue
+        info = video_info(path)
+        for f in annotated_frames(path, 'gt', info):
+            if f >= info['n_frames']: continue
+            b = annotated_boxes(path, f, 'gt', info=info)
+            if len(b) >= 2 and len({frozenset(c) for c in box_classes(b.labels, names)}) >= 2:
+                out.append((path, f, b)); break
+    return out
+
+def contrast_class(labels: Sequence[str],     # K box labels (`BoxSet.labels`)
+                   candidates: Sequence[str],  # class names to choose from, in order of preference (e.g. a part's classes)
+                  ) -> tuple:
+    """(class name, [boxes doing it]): the first of `candidates` that some but not all of the boxes do; else the first that
+    any box does; else the first candidate and [] (nobody does it). `OvstadError` when `candidates` is empty."""
+    if not candidates: raise OvstadError("contrast_class: no candidate classes; give the part's class names")
+    cls = [set(str(l).split(', ')) for l in labels]
+    doers = lambda c: [k for k, s in enumerate(cls) if c in s]
+    for c in candidates:
+        if 0 < len(doers(c)) < len(cls): return c, doers(c)
+    for c in candidates:
+        if doers(c): return c, doers(c)
+    return candidates[0], []
+
+# %% ../nbs/08_explore.ipynb #da2bd3c0
+def _fmt_heat(v: float, *others: float) -> str:
+    "`v` with 3 decimals, or as many more (up to 6) as it takes to tell it apart from `others`."
+    for n in range(3, 7):
+        if all(f"{v:.{n}f}" != f"{o:.{n}f}" for o in others) or n == 6: return f"{v:.{n}f}"
+
+def heat_sentence(rec: dict,  # an `actor_map` record
+                  part: str,   # which of its prompts ('base', 'novel', ...)
+                 ) -> str:
+    """One sentence, computed from the record's numbers only: is `part`'s prompt warmest (mean heat inside the box) on a
+    person who does it, and does the score rank a doer first too? Says so when nobody, or everybody, does the action."""
+    p = rec['parts'][part]; heat, sc, doers = p['heat'], p['scores'], list(p['doers'])
+    others = [k for k in range(len(heat)) if k not in doers]
+    head = f"On clip {rec['clip']} (frame {rec['keyframe']}) the {part} prompt '{p['prompt']}'"
+    span = f"heat {_fmt_heat(min(heat))} to {_fmt_heat(max(heat))} over its {len(heat)} boxes"
+    if not doers: return f"{head} names what nobody in the keyframe does, so it cannot show who does it ({span})."
+    if not others: return f"{head} names what every person in the keyframe does, so it cannot show who does it ({span})."
+    d, o = max(doers, key=lambda k: heat[k]), max(others, key=lambda k: heat[k])
+    ds, os_ = max(doers, key=lambda k: sc[k]), max(others, key=lambda k: sc[k])
+    hd, ho = _fmt_heat(heat[d], heat[o]), _fmt_heat(heat[o], heat[d])
+    if heat[d] > heat[o]:
+        s = f"{head} is warmest inside the box of the person doing it (#{d}: heat {hd} vs {ho} on #{o}, who does not)"
+    else:
+        s = f"{head} is not warmest inside the box of the person doing it (#{d}, who does it: heat {hd}; #{o}, who does not: {ho})"
+    same = (heat[d] > heat[o]) == (sc[ds] > sc[os_])
+    s += (f"; {'and' if same else 'but'} by score the doer is {'ahead' if sc[ds] > sc[os_] else 'not ahead'} "
+          f"({_fmt_heat(sc[ds], sc[os_])} vs {_fmt_heat(sc[os_], sc[ds])}).")
+    return s
+
+# %% ../nbs/08_explore.ipynb #5dc9bbe4
+def actor_map(session: ProbeSession,  # the model (its checkpoint, beta and stride)
+              video, keyframe: int,    # a keyframe with GT boxes (e.g. from `two_person_keyframes`)
+              actions: dict,           # part -> (class name, prompt), e.g. {'base': ('walk', 'a person walk'), 'novel': (...)}
+              out_png=None,            # where to save the figure (None: no figure)
+             ) -> dict:
+    """The maps of one keyframe for the prompts of `actions`: per part the prompt's box heat (K,) and scores (K,) on the GT
+    boxes, the boxes doing its class (doers), its actor pairs and how many rank the doer first, and `heat_sentence`.
+    With `out_png`: a figure of the keyframe with its GT boxes and actions, then one similarity map per prompt with the boxes
+    (one colour scale). Returns a JSON-able dict: clip, video, keyframe, boxes (K, 4), box_labels, parts, figure."""
+    import matplotlib.pyplot as plt
+    if not actions: raise OvstadError("actor_map: no prompts; give {part: (class name, prompt)}")
+    parts = list(actions)
+    session.set_box_source('gt'); session.set_clip(video, keyframe=keyframe)
+    session.set_prompts([actions[p][1] for p in parts])
+    res, sm, (clip, _) = session.scores(), session.similarity(), session.clip()
+    boxes, heat = res.boxes, box_heat(sm, res.boxes.boxes)   # heat (P, K), res.scores (K, P)
+    rec = dict(clip=Path(video).stem, video=str(video), keyframe=int(keyframe), boxes=np.round(boxes.boxes, 1).tolist(),
+               box_labels=list(boxes.labels), box_source=boxes.source, parts={}, figure=None)
+    for j, part in enumerate(parts):
+        name, prompt = actions[part]
+        doers = [k for k, l in enumerate(boxes.labels) if name in str(l).split(', ')]
+        pairs = actor_pairs([{0} if k in doers else set() for k in range(len(boxes))])
+        h, s = heat[j], res.scores[:, j]
+        rec['parts'][part] = dict(cls=name, prompt=prompt, doers=doers, heat=[round(float(v), 6) for v in h],
+                                  scores=[round(float(v), 6) for v in s], pairs=len(pairs),
+                                  heat_hits=pair_hits(h[None], pairs), score_hits=pair_hits(s[None], pairs))
+        rec['parts'][part]['sentence'] = heat_sentence(rec, part)
+    if out_png is not None:
+        P = len(parts)
+        fig, axs = plt.subplots(1, P + 1, figsize=(3.3 * (P + 1) + 0.6, 3.3), squeeze=False, layout='constrained'); axs = axs[0]
+        axs[0].imshow(clip.key_image); axs[0].set_axis_off()
+        draw_boxes(axs[0], boxes.boxes, [f'#{k} {l}' for k, l in enumerate(boxes.labels)])
+        axs[0].set_title(textwrap.shorten(f'{rec["clip"]} frame {keyframe}: GT boxes', 40), fontsize=9)
+        plot_similarity_maps(clip.key_image, sm, boxes.boxes, [f'#{k}' for k in range(len(boxes))], axs=list(axs[1:]))
+        for j, part in enumerate(parts):
+            d = rec['parts'][part]['doers']
+            axs[j + 1].set_title(textwrap.shorten(f"{part}: {actions[part][1]}", 34) + f"\ndone by {', '.join(f'#{k}' for k in d) or 'nobody'}",
+                                 fontsize=8)
+        out_png = Path(out_png); out_png.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(out_png, 'wb') as f: fig.savefig(f, format='png', dpi=100)
+        plt.close(fig); rec['figure'] = str(out_png)
+    return rec
+
+def plot_actor_pairs(readings: dict,  # part -> `gt_box_readings` counts (pairs, pair_hits, pair_heat_hits)
+                     ax=None):
+    "Bars of the actor pairs ranked right, in %, by score and by heat for each part, chance (50%) dashed; parts without pairs are left empty."
+    import matplotlib.pyplot as plt
+    if ax is None: _, ax = plt.subplots(figsize=(4.2, 3), layout='constrained')
+    parts = list(readings)
+    for i, part in enumerate(parts):
+        r = readings[part]; n = r.get('pairs', 0)
+        for j, (key, lab, col) in enumerate((('pair_hits', 'by score', '#4a7bd0'), ('pair_heat_hits', 'by heat', '#d9822b'))):
+            if not n: continue
+            v = 100 * r[key] / n
+            ax.bar(i + (j - 0.5) * 0.38, v, 0.36, color=col, label=lab if i == 0 else None)
+            ax.text(i + (j - 0.5) * 0.38, v + 1, f'{v:.0f}%', ha='center', fontsize=7)
+    ax.axhline(50, ls='--', color='gray', lw=1, label='chance 50%')
+    ax.set_xticks(range(len(parts)), [f"{p}\n({readings[p].get('pairs', 0)} pairs)" for p in parts], fontsize=8)
+    ax.set_ylim(0, 105); ax.set_ylabel('% of actor pairs ranked right'); ax.legend(fontsize=7, loc='lower right')
+    ax.set_title('actor pairs: is the doer ranked first?', fontsize=9)
+    return ax
+
+def maps_summary(clips: list,     # `actor_map` records
+                 readings: dict,  # part -> `gt_box_readings` counts over the val keyframes
+                ) -> str:
+    "The page's opening sentences, computed from the numbers: on how many shown prompt-clip cases the heat lies on a doer, and the actor-pair readings against chance."
+    cases = [(c, p) for c in clips for p, d in c['parts'].items() if 0 < len(d['doers']) < len(d['heat'])]
+    won = sum(max(d['heat'][k] for k in d['doers']) > max(v for k, v in enumerate(d['heat']) if k not in d['doers'])
+              for c, p in cases for d in [c['parts'][p]])
+    out = [f"On the {len(clips)} two-person clips shown, the prompt is warmest inside a box of a person doing it in {won} of "
+           f"{len(cases)} prompt-clip cases where some but not all of the people do it."]
+    for part, r in readings.items():
+        if not r.get('pairs'):
+            out.append(f"Over the {r.get('keyframes', 0)} val keyframes read for the {part} prompts there is no actor pair to read.")
+            continue
+        ps, ph = 100 * r['pair_hits'] / r['pairs'], 100 * r['pair_heat_hits'] / r['pairs']
+        word = lambda v: 'above' if v > 50 else 'at' if v == 50 else 'below'
+        out.append(f"Over {r['keyframes']} val keyframes, the {part} prompts rank the person doing the action first in "
+                   f"{ps:.1f}% of {r['pairs']} actor pairs by score ({word(ps)} chance, 50%) and in {ph:.1f}% by heat ({word(ph)} chance).")
+    return ' '.join(out)
 
 # %% ../nbs/08_explore.ipynb #17ccb7f7
 def _run_benchmark(ckpt: Path) -> str | None:

@@ -29,7 +29,7 @@ _logger = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['VisionConfig', 'TextConfig', 'ViCLIPConfig', 'get_config', 'tokenize', 'resample_spatial_pos_embed',
            'resample_temporal_pos_embed', 'ViCLIP', 'LoadReport', 'infer_config', 'roi_pool_fmap', 'ClipFeatures',
-           'OVSTAD']
+           'OVSTAD', 'prior_bias']
 
 # %% ../nbs/01_models.ipynb #ac9c767f
 @dataclass
@@ -590,6 +590,7 @@ class OVSTAD(nn.Module):
                  fusion: bool = True,                   # False: region features only (beta = 1)
                  sampling_ratio: int = 2,               # RoIAlign samples per bin side
                  tau_min: float = 0.01,                 # floor of the temperature (ViCLIP's temp_min)
+                 logit_bias: float = 0.0,               # constant added to every logit (0: the paper's Eq. 3; see `prior_bias`)
                 ):
         super().__init__()
         if '{}' not in template: raise OvstadError(f"template {template!r} needs a '{{}}' where the action name goes")
@@ -597,6 +598,7 @@ class OVSTAD(nn.Module):
         self.sampling_ratio, self.tau_min = sampling_ratio, tau_min
         self.beta = _check_beta(beta)
         self.tau = nn.Parameter(viclip.temp.detach().float().clone().clamp(min=tau_min))
+        self.logit_bias = nn.Parameter(torch.tensor(float(logit_bias)))
         self._cache, self._cache_key = {}, None
 
     def temperature(self) -> torch.Tensor:
@@ -607,8 +609,14 @@ class OVSTAD(nn.Module):
         v = self.viclip
         return (f"OVSTAD(viclip={v.config.name} [vision {_fmt_params(_count(v.vision_encoder))}, text {_fmt_params(_count(v.text_encoder))}, "
                 f"D={v.embed_dim}], beta={self.beta}, fusion={'on' if self.fusion else 'off (region only)'}, "
-                f"tau={float(self.tau.detach()):.4f}, template={self.template!r}, roi {self.roi_output_size}x{self.roi_output_size} "
+                f"tau={float(self.tau.detach()):.4f}, bias={float(self.logit_bias.detach()):.2f}, template={self.template!r}, roi {self.roi_output_size}x{self.roi_output_size} "
                 f"sampling {self.sampling_ratio}, cached prompts={len(self._cache)})")
+
+def prior_bias(prior: float) -> float:
+    "The logit bias `-log((1 - prior) / prior)` whose sigmoid is `prior` (focal loss, RetinaNet Sec. 4.1; GLIP, SigLIP)."
+    prior = float(prior)
+    if not 0 < prior < 1: raise OvstadError(f"a prior probability must lie in (0, 1), got {prior}")
+    return -math.log((1 - prior) / prior)
 
 def _check_beta(beta) -> float:
     beta = float(beta)
@@ -690,11 +698,13 @@ def score_cached(self: OVSTAD, feats: ClipFeatures,          # from `encode_clip
                  text_emb: torch.Tensor | None = None, # or (P, D) text embeddings
                  beta: float | None = None,          # fusion weight override
                 ) -> torch.Tensor:
-    "(K, P) logits `cos(fused, prompt) / tau`; scores are `logits.sigmoid()` (Eq. 3)."
+    """(K, P) logits `cos(fused, prompt) / tau + b`; scores are `logits.sigmoid()` (Eq. 3). `b` (`logit_bias`) is one
+    constant for every box and prompt, 0 unless a stage trained it: it moves no box above another for any prompt, so
+    every ranking (and Frame mAP) is Eq. 3's; it only sets where the sigmoid starts (see `prior_bias`)."""
     if (prompts is None) == (text_emb is None): raise OvstadError("give exactly one of prompts= or text_emb=")
     t = self.prompt_embeddings(prompts) if prompts is not None else F.normalize(text_emb.float(), dim=-1)
     f = F.normalize(self.region_features_cached(feats, rois, beta).float(), dim=-1)
-    return f @ t.to(f.device).T / self.temperature()
+    return f @ t.to(f.device).T / self.temperature() + self.logit_bias
 
 @patch
 def forward(self: OVSTAD, video, rois, prompts=None, text_emb=None, beta=None) -> torch.Tensor:
@@ -703,8 +713,8 @@ def forward(self: OVSTAD, video, rois, prompts=None, text_emb=None, beta=None) -
 
 @patch
 def no_weight_decay(self: OVSTAD) -> set[str]:
-    "Parameter names without weight decay: `tau` and the ViCLIP ones."
-    return {'tau'} | {'viclip.' + n for n in self.viclip.no_weight_decay()}
+    "Parameter names without weight decay: `tau`, `logit_bias` and the ViCLIP ones."
+    return {'tau', 'logit_bias'} | {'viclip.' + n for n in self.viclip.no_weight_decay()}
 
 @patch
 def set_grad_checkpointing(self: OVSTAD, enable: bool = True) -> 'OVSTAD':
@@ -718,8 +728,9 @@ def from_checkpoint(cls: OVSTAD, checkpoint: str | Path, # a ViCLIP-layout file,
                     template: str = 'a person {}',      # prompt template for class names
                     seed: int = 0,                      # random weights of a config name are drawn from this seed
                     **kwargs) -> 'OVSTAD':              # more `OVSTAD` arguments (roi_output_size, fusion, ...)
-    """The detector of a checkpoint: an `OVSTAD` around `ViCLIP.from_checkpoint(checkpoint)` with the temperature
-    an align or finetune run saved beside the weights (`ovstad_tau`, read by the same single weights-only load).
+    """The detector of a checkpoint: an `OVSTAD` around `ViCLIP.from_checkpoint(checkpoint)` with the temperature and
+    logit bias an align or finetune run saved beside the weights (`ovstad_tau`, `ovstad_logit_bias`, read by the same
+    single weights-only load).
     The one loader of detectors (the stages, the probe, `ovstad detect`); returned on the CPU in train mode like any
     new module: `.to(device).eval()` for inference."""
     if str(checkpoint) in CONFIG_NAMES:
@@ -734,6 +745,10 @@ def from_checkpoint(cls: OVSTAD, checkpoint: str | Path, # a ViCLIP-layout file,
     tau = (getattr(viclip, 'checkpoint_extras', None) or {}).get('ovstad_tau')
     if tau is not None:
         with torch.no_grad(): det.tau.fill_(float(tau))
+    bias = (getattr(viclip, 'checkpoint_extras', None) or {}).get('ovstad_logit_bias')
+    if bias is not None and 'logit_bias' not in kwargs:
+        if not math.isfinite(float(bias)): raise OvstadError(f"{checkpoint}: ovstad_logit_bias is {bias}; the file is damaged, re-run its stage")
+        with torch.no_grad(): det.logit_bias.fill_(float(bias))
     det.ovstad_checkpoint = str(checkpoint)
     return det
 

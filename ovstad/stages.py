@@ -20,12 +20,12 @@ from .trainer import (Run, TrainConfig, _barrier, check_config, checked, config_
                             dist_setup, load_run, opfield, override, train)
 
 # %% auto #0
-__all__ = ['STAGE_CONFIGS', 'align_stage', 'finetune_stage', 'ClipConfig', 'PretrainConfig', 'AlignConfig', 'FinetuneConfig',
-           'DetectConfig', 'EvaluateConfig', 'get_recipe', 'CaptionDataset', 'GeneratedCaptions', 'collate_captions',
-           'PretrainTask', 'AlignTask', 'FinetuneTask', 'pretrain', 'PairsConfig', 'region_text_pairs', 'align',
-           'load_benchmark', 'finetune', 'score_dataset', 'read_detections', 'detect', 'detect_config',
-           'evaluate_detections', 'evaluate', 'released_viclip', 'base_viclip', 'PlannedRun', 'plan_chain',
-           'ChainResult', 'run_chain', 'cached_chain', 'release_viclip', 'slurm_overrides']
+__all__ = ['STAGE_CONFIGS', 'PRIOR', 'align_stage', 'finetune_stage', 'ClipConfig', 'PretrainConfig', 'AlignConfig',
+           'FinetuneConfig', 'DetectConfig', 'EvaluateConfig', 'get_recipe', 'CaptionDataset', 'GeneratedCaptions',
+           'collate_captions', 'PretrainTask', 'AlignTask', 'FinetuneTask', 'pretrain', 'PairsConfig',
+           'region_text_pairs', 'align', 'load_benchmark', 'finetune', 'score_dataset', 'read_detections', 'detect',
+           'detect_config', 'evaluate_detections', 'evaluate', 'released_viclip', 'base_viclip', 'PlannedRun',
+           'plan_chain', 'ChainResult', 'run_chain', 'cached_chain', 'release_viclip', 'slurm_overrides']
 
 # %% ../nbs/07b_stages.ipynb #7ad91c35
 @dataclass
@@ -54,7 +54,8 @@ class AlignConfig(ClipConfig, TrainConfig):
     gamma: float = checked(2.0, ge=0)        # focal-loss gamma (Eq. 6)
     sources: tuple[str, ...] = checked(('hcstvg', 'vidstg'), choices=('hcstvg', 'vidstg'))  # region-text sources (Table 4)
     fraction: float = checked(1.0, gt=0, le=1)  # fraction of the region-text pairs to use (Table 4)
-    tau_lr_scale: float = checked(0.01, ge=0)   # learning-rate multiplier of the detector temperature tau
+    tau_lr_scale: float = checked(0.01, ge=0)   # learning-rate multiplier of the detector temperature tau (and logit bias)
+    prior_prob: float = checked(0.0, ge=0, lt=1)  # > 0: start every score at this prior with a learned logit bias (0: Eq. 5 as published)
     max_boxes: int = checked(0, ge=0)           # training: at most this many boxes per clip (0: all)
 
 @dataclass
@@ -63,7 +64,8 @@ class FinetuneConfig(ClipConfig, TrainConfig):
     benchmark: str = checked('ucf_jhmdb', choices=('ucf_jhmdb', 'ov_ava'))  # 'ucf_jhmdb' or 'ov_ava'
     beta: float = checked(0.3, ge=0, le=1)   # fusion ratio of the region feature (Eq. 2); 1.0 = no fusion (local only)
     gamma: float = checked(2.0, ge=0)        # focal-loss gamma (Eq. 4)
-    tau_lr_scale: float = checked(0.01, ge=0)   # learning-rate multiplier of the detector temperature tau
+    tau_lr_scale: float = checked(0.01, ge=0)   # learning-rate multiplier of the detector temperature tau (and logit bias)
+    prior_prob: float = checked(0.0, ge=0, lt=1)  # > 0: start every score at this prior with a learned logit bias (0: Eq. 3 as published)
     keyframe_step: int = checked(1, ge=1)       # use every k-th annotated keyframe for training
 
 @dataclass
@@ -94,6 +96,7 @@ from .core import BENCHMARKS, PROFILES  # named in core, where the CLI's choices
 # smoke align / finetune: tau frozen at the pretrained temperature (tau_lr_scale=0; see the text above). mini (world v7, from the
 # shipped mini ViCLIP): AdamW 2e-5 with a learnable tau (its lr 500x, 1e-2); SGD 2e-2 took the zero-shot 16.7 / 37.8 base / novel
 # Frame mAP to 4.2 / 10.0, AdamW 2e-5 with tau frozen to 11.6 / 29.4, with tau learnable to 13.7 / 33.7 (80-step UCF finetunes)
+PRIOR = 0.01   # mini and smoke: scores start at this prior (a learned logit bias; see 'Where the scores start')
 _RECIPES = {
     ('pretrain', 'full'): dict(model='b16', steps=100_000, batch_size=256, optimizer='adamw', lr=4e-4, momentum=0.9,
                                weight_decay=0.2, warmup_steps=2000, short_side=224, crop=224, stride=4),
@@ -105,19 +108,19 @@ _RECIPES = {
                                 warmup_steps=5, stride=1, ckpt_every=15, text_uniformity=1.0),
     ('align', 'full'): dict(steps=60_000, batch_size=16, lr=1e-5, warmup_steps=1000, num_frames=8, stride=1,
                             short_side=256, crop=224, ckpt_every=2000, log_every=50),
-    ('align', 'mini'): dict(steps=120, batch_size=16, optimizer='adamw', lr=2e-5, weight_decay=0.05, warmup_steps=10, ckpt_every=40, tau_lr_scale=500.0),
-    ('align', 'smoke'): dict(steps=12, batch_size=8, lr=2e-2, warmup_steps=2, ckpt_every=6, log_every=2, tau_lr_scale=0.0),
+    ('align', 'mini'): dict(prior_prob=PRIOR, steps=120, batch_size=16, optimizer='adamw', lr=2e-5, weight_decay=0.05, warmup_steps=10, ckpt_every=40, tau_lr_scale=500.0),
+    ('align', 'smoke'): dict(prior_prob=PRIOR, steps=12, batch_size=8, lr=2e-2, warmup_steps=2, ckpt_every=6, log_every=2, tau_lr_scale=0.0),
     ('finetune', 'ucf_jhmdb', 'full'): dict(steps=70_000, batch_size=32, lr=5e-5, warmup_steps=1000, num_frames=8, stride=1,
                                             short_side=256, crop=224, ckpt_every=2000, log_every=50),
     ('finetune', 'ov_ava', 'full'): dict(benchmark='ov_ava', steps=140_000, batch_size=8, lr=1e-4, warmup_steps=2000,
                                          num_frames=8, stride=8, short_side=256, crop=224, ckpt_every=2000, log_every=50),
-    ('finetune', 'ucf_jhmdb', 'mini'): dict(steps=80, batch_size=16, optimizer='adamw', lr=2e-5, weight_decay=0.05, warmup_steps=8, ckpt_every=40,
+    ('finetune', 'ucf_jhmdb', 'mini'): dict(prior_prob=PRIOR, steps=80, batch_size=16, optimizer='adamw', lr=2e-5, weight_decay=0.05, warmup_steps=8, ckpt_every=40,
                                             tau_lr_scale=500.0),
-    ('finetune', 'ov_ava', 'mini'): dict(benchmark='ov_ava', steps=80, batch_size=8, optimizer='adamw', lr=2e-5, weight_decay=0.05, warmup_steps=8, stride=8,
+    ('finetune', 'ov_ava', 'mini'): dict(prior_prob=PRIOR, benchmark='ov_ava', steps=80, batch_size=8, optimizer='adamw', lr=2e-5, weight_decay=0.05, warmup_steps=8, stride=8,
                                          ckpt_every=40, tau_lr_scale=500.0),
-    ('finetune', 'ucf_jhmdb', 'smoke'): dict(steps=10, batch_size=8, lr=2e-2, warmup_steps=2, ckpt_every=5, log_every=2,
+    ('finetune', 'ucf_jhmdb', 'smoke'): dict(prior_prob=PRIOR, steps=10, batch_size=8, lr=2e-2, warmup_steps=2, ckpt_every=5, log_every=2,
                                              tau_lr_scale=0.0),
-    ('finetune', 'ov_ava', 'smoke'): dict(benchmark='ov_ava', steps=10, batch_size=8, lr=2e-2, warmup_steps=2, stride=8,
+    ('finetune', 'ov_ava', 'smoke'): dict(prior_prob=PRIOR, benchmark='ov_ava', steps=10, batch_size=8, lr=2e-2, warmup_steps=2, stride=8,
                                           ckpt_every=5, log_every=2, tau_lr_scale=0.0),
     ('detect', 'ucf_jhmdb', 'full'): dict(num_frames=8, stride=1, short_side=256),
     ('detect', 'ov_ava', 'full'): dict(benchmark='ov_ava', num_frames=8, stride=8, short_side=256),
@@ -242,8 +245,10 @@ class AlignTask(nn.Module):
         self.det, self.gamma, self.tau_lr_scale = det, gamma, tau_lr_scale
         det.viclip.freeze_text(); det.viclip.temp.requires_grad_(False)
     def param_groups(self):
-        return [{'params': [p for n, p in self.det.named_parameters() if n != 'tau']},
-                {'params': [self.det.tau], 'lr_scale': self.tau_lr_scale}]
+        "The towers at the base learning rate; the score's calibration (tau, logit bias) at `tau_lr_scale` times it."
+        calib = ('tau', 'logit_bias')
+        return [{'params': [p for n, p in self.det.named_parameters() if n not in calib]},
+                {'params': [self.det.tau, self.det.logit_bias], 'lr_scale': self.tau_lr_scale, 'weight_decay': 0.0}]
     def forward(self, batch):
         from ovstad.losses import region_text_alignment_loss
         f = self.det.region_features(batch['video'], batch['rois'])
@@ -313,6 +318,9 @@ def _trainee(ckpt, cfg, folders, **kwargs):
     from ovstad.models import OVSTAD
     seed_everything(cfg.seed)
     det = OVSTAD.from_checkpoint(ckpt, beta=cfg.beta, **kwargs)
+    if getattr(cfg, 'prior_prob', 0) > 0:   # every stage starts its sigmoid at its own prior (see the stated deviation above)
+        from ovstad.models import prior_bias
+        with torch.no_grad(): det.logit_bias.fill_(prior_bias(cfg.prior_prob))
     T, S, short = _clip_sizes(cfg, det.viclip)
     tf = ClipTransform(short, train=cfg.augment, crop_size=S if cfg.augment else None, flip_p=flip_p(*folders))
     return det, T, tf
@@ -326,7 +334,7 @@ def _stage_inputs(stage: str, make_run, cfg, init, runs_dir, profile, data_root)
 
 def _save_detector(det, path: Path, run: Run) -> None:
     if dist_info()[0] == 0:
-        det.viclip.save_checkpoint(path, extra={'ovstad_tau': det.tau.item(), 'ovstad_run': run.id, 'ovstad_stage': run.stage})
+        det.viclip.save_checkpoint(path, extra={'ovstad_tau': det.tau.item(), 'ovstad_logit_bias': det.logit_bias.item(), 'ovstad_run': run.id, 'ovstad_stage': run.stage})
 
 # %% ../nbs/07b_stages.ipynb #f194d0dc
 def _pretrain_run(cfg: PretrainConfig, runs_dir, profile: str, data_root=None, data=None) -> tuple[Run, Path]:
@@ -582,8 +590,13 @@ def _check_release(p: Path) -> Path:
                           f"in {p.parent}), {scratch}")
     card = p.with_suffix('.json')
     if card.is_file():
-        try: v = json.loads(card.read_text()).get('world_generator_version')
+        try: info = json.loads(card.read_text()); v = info.get('world_generator_version')
         except json.JSONDecodeError as e: raise OvstadError(f"{card} is not readable JSON ({e}); restore it from the repository") from None
+        from ovstad.core import file_digest
+        if info.get('sha256') and file_digest(p)['sha256'] != info['sha256']:   # 16 MB: about 30 ms
+            raise OvstadError(f"{p} does not match its card {card.name} (sha256 {info['sha256'][:12]}...): the file is damaged or was "
+                              f"replaced without re-releasing it; restore it (`git checkout -- {p.name}` in {p.parent}) or re-release it "
+                              f"(`ovstad train release RUN --out {p}`), {scratch}")
         if v is not None and int(v) != GENERATOR_VERSION:
             raise OvstadError(f"{p} was pretrained on mini world v{v} but this is v{GENERATOR_VERSION}; re-derive it "
                               f"(`ovstad train pretrain --profile mini`, then `ovstad train release RUN --out {p}`), {scratch}")

@@ -18,14 +18,15 @@ from .core import (OvstadError, RunNotMade, Settings, atomic_write, atomic_save_
 
 # %% auto #0
 __all__ = ['UCF_JHMDB', 'OV_AVA', 'LOCAL', 'GL', 'PAPER_BETAS', 'PAPER_FRACTIONS', 'TABLE_BUILDERS', 'FULL_KEYS', 'FULL_COUNTS',
-           'LAYOUT', 'Row', 'canonical_chain', 'chain_id', 'TableSpec', 'chain', 'zero_shot', 'ft', 'al', 'table1',
-           'table2', 'table3', 'table4', 'table5', 'table6', 'get_table', 'all_chains', 'RowResult', 'load_chain_fn',
-           'measure_chain', 'chance_level', 'region_text_stats_table', 'build_region_text_stats', 'TableResult',
-           'resolve_dir', 'run_table', 'data_provenance', 'class_lists', 'FakeChainResult', 'report_frame',
-           'to_markdown', 'directions', 'provenance_line', 'table_markdown', 'html_table', 'table_section',
-           'table_html', 'write_table_report', 'plot_table', 'chance_lines', 'check_full_layout', 'require_full_layout',
-           'planned_runs', 'dispatch_runs', 'plan_table', 'experiments_dir', 'find_kernel', 'notebook_parameters',
-           'execute_table_notebook', 'environment_info', 'write_reports_readme', 'rewrite_reports', 'relative_summary',
+           'LAYOUT', 'MAPS_NOTEBOOK', 'Row', 'canonical_chain', 'chain_id', 'TableSpec', 'chain', 'zero_shot', 'ft',
+           'al', 'table1', 'table2', 'table3', 'table4', 'table5', 'table6', 'get_table', 'all_chains', 'RowResult',
+           'load_chain_fn', 'measure_chain', 'chance_level', 'region_text_stats_table', 'build_region_text_stats',
+           'TableResult', 'resolve_dir', 'run_table', 'data_provenance', 'class_lists', 'FakeChainResult',
+           'report_frame', 'to_markdown', 'directions', 'provenance_line', 'table_markdown', 'html_table',
+           'table_section', 'table_html', 'write_table_report', 'plot_table', 'chance_lines', 'check_full_layout',
+           'require_full_layout', 'planned_runs', 'dispatch_runs', 'plan_table', 'experiments_dir', 'find_kernel',
+           'notebook_parameters', 'execute_notebook', 'execute_table_notebook', 'execute_maps_notebook', 'maps_model',
+           'write_maps_report', 'environment_info', 'write_reports_readme', 'rewrite_reports', 'relative_summary',
            'parse_tables', 'reproduce']
 
 # %% ../nbs/09_tables.ipynb #2d000dfc
@@ -1093,12 +1094,14 @@ def notebook_parameters(path) -> dict:
     import papermill as pm
     return pm.inspect_notebook(str(path))
 
-def execute_table_notebook(number: int, parameters: dict, reports_dir='reports', kernel_name: str | None = None,
-                           cwd=None, notebook: Path | None = None) -> dict:
-    "Execute Table `number`'s notebook with papermill into `reports_dir/executed/`; returns {'ok', 'wall_s', 'executed', 'error'}."
+def execute_notebook(nb: Path,               # a papermill notebook with a `parameters` cell
+                     parameters: dict,       # its parameters (names checked against that cell first)
+                     reports_dir='reports', kernel_name: str | None = None, cwd=None) -> dict:
+    """Execute `nb` with papermill into `reports_dir/executed/<name>` (kept when a cell fails: it is the log); returns
+    {'ok', 'wall_s', 'executed', 'error'} ('error': the failing cell's exception, None when ok)."""
     import papermill as pm
-    nb = Path(notebook) if notebook else experiments_dir()/get_table(number).notebook
-    if not nb.exists(): raise OvstadError(f"notebook {nb} for Table {number} is missing")
+    nb = Path(nb)
+    if not nb.exists(): raise OvstadError(f"notebook {nb} is missing; run from the project checkout (nbs/experiments/)")
     known = notebook_parameters(nb)
     unknown = sorted(set(parameters) - set(known))
     if unknown: raise OvstadError(f"{nb.name} has no parameter(s) {unknown}; its parameters are {sorted(known)}")
@@ -1115,6 +1118,156 @@ def execute_table_notebook(number: int, parameters: dict, reports_dir='reports',
         if rel != text:
             with atomic_write(out) as f: f.write(rel)
     return {'ok': err is None, 'wall_s': round(time.time() - t0, 2), 'executed': str(out), 'error': err}
+
+def execute_table_notebook(number: int, parameters: dict, reports_dir='reports', kernel_name: str | None = None,
+                           cwd=None, notebook: Path | None = None) -> dict:
+    "Execute Table `number`'s notebook with papermill into `reports_dir/executed/`; returns {'ok', 'wall_s', 'executed', 'error'}."
+    nb = Path(notebook) if notebook else experiments_dir()/get_table(number).notebook
+    if not nb.exists(): raise OvstadError(f"notebook {nb} for Table {number} is missing")
+    return execute_notebook(nb, parameters, reports_dir, kernel_name, cwd)
+
+MAPS_NOTEBOOK = 'explore_similarity_maps.ipynb'   # the similarity-map page's notebook, under nbs/experiments/
+
+def execute_maps_notebook(parameters: dict, reports_dir='reports', kernel_name: str | None = None, cwd=None,
+                          notebook: Path | None = None) -> dict:
+    """Execute the similarity-map notebook (`MAPS_NOTEBOOK`) like a table's; it writes `reports_dir/maps.md`, `maps.html`,
+    `maps.json` and `maps/*.png`. Never raises: a missing notebook, an unknown parameter, a failing cell, or a run that
+    wrote no fresh maps.md is returned as {'ok': False, 'error': ...}, as a failed table is, so the tables still get their README."""
+    t0 = time.time()
+    nb = Path(notebook) if notebook else None
+    try:
+        nb = nb or experiments_dir()/MAPS_NOTEBOOK
+        r = execute_notebook(nb, parameters, reports_dir, kernel_name, cwd)
+    except Exception as e:   # recorded, not raised: the maps are one step of many
+        return {'ok': False, 'wall_s': round(time.time() - t0, 2),
+                'executed': str(Path(reports_dir)/'executed'/(nb.name if nb else MAPS_NOTEBOOK)), 'error': f"{type(e).__name__}: {e}"}
+    md = Path(reports_dir)/'maps.md'
+    if r['ok'] and not (md.exists() and md.stat().st_mtime >= t0 - 1):
+        r = {**r, 'ok': False, 'error': f"the notebook ran but wrote no new {md.name} into {reports_dir}"}
+    return r
+
+# %% ../nbs/09_tables.ipynb #b1ab5dc8
+def maps_model(profile: str = 'smoke', device: str = 'auto', runs_dir='runs', seed: int = 0, data_root=None,
+               chain_fn: Callable | str | None = None,  # the tables' chain function (default `ovstad.stages:run_chain`)
+               gl_beta: float = GL,                     # Table 6's fusion ratio
+              ) -> dict:
+    """Table 6's model: the OV-AVA 'ours' chain (align GL + FT GL) on `profile`, made or reused by `chain_fn` as `run_table`
+    makes it (`cached_chain` only reads runs made elsewhere). Returns {'checkpoint': the finetune run's model file,
+    'finetune_run', 'detect_run', 'runs' (run folders), 'chain' (its canonical kwargs), 'beta' (the finetune fusion ratio),
+    'stride' (the detect run's clip stride, None if unknown), 'map' ({base, novel, all} Frame mAP in %)}."""
+    chain = table6(gl_beta).row('ours').chain_for(profile)
+    kw = {**chain, 'device': device, 'runs_dir': str(runs_dir), 'seed': seed}
+    if data_root is not None: kw['data_root'] = str(data_root)
+    res = load_chain_fn(chain_fn)(**kw)
+    runs = list(getattr(res, 'runs', None) or [])
+    of = lambda st: [r for r in runs if getattr(r, 'stage', None) == st]
+    if not of('finetune'):
+        raise OvstadError(f"Table 6's chain {chain_id(chain)} gave no finetune run (runs: {_run_paths(res)}); "
+                          "its chain function must return the ChainResult of ovstad.stages.run_chain")
+    ft = of('finetune')[-1]; art = (ft.done or {}).get('artefact')
+    if not art or not (Path(ft.path)/art).is_file():
+        raise OvstadError(f"finetune run {ft.path} has no model checkpoint (its DONE.json names {art!r}); delete that run "
+                          "folder and run the reproduction again")
+    det = of('detect')
+    stride = getattr(getattr(det[-1], 'config', None), 'stride', None) if det else None
+    return dict(checkpoint=str(Path(ft.path)/art), finetune_run=str(ft.path), detect_run=str(det[-1].path) if det else None,
+                runs=_run_paths(res), chain=chain, beta=float(getattr(getattr(ft, 'config', None), 'beta', gl_beta)),
+                stride=None if stride is None else int(stride), map={c: _pct(getattr(res, c, None)) for c in ('base', 'novel', 'all')})
+
+def _pct_of(a, n) -> str: return f"{100 * a / n:.1f}%" if n else '-'
+
+def _maps_rows(readings: dict) -> list:
+    "The actor-pair table: one row per part (keyframes, boxes, pairs, doer first by score / heat, top-1 by score / heat, chances)."
+    out = []
+    for part, r in readings.items():
+        ch = r.get('chance') or []
+        out.append((part, r.get('keyframes', 0), r.get('n', 0), r.get('pairs', 0), _pct_of(r.get('pair_hits', 0), r.get('pairs', 0)),
+                    _pct_of(r.get('pair_heat_hits', 0), r.get('pairs', 0)), '50%', _pct_of(r.get('hits', 0), r.get('n', 0)),
+                    _pct_of(r.get('heat_hits', 0), r.get('n', 0)), f"{100 * sum(ch) / len(ch):.1f}%" if ch else '-'))
+    return out
+
+_MAPS_COLS = ['part', 'keyframes', 'boxes', 'actor pairs', 'doer first by score', 'doer first by heat', 'chance',
+              'top-1 by score', 'top-1 by heat', 'top-1 chance']
+
+def _clip_rows(c: dict) -> list:
+    "One row per GT box of a clip record: its actions, then heat and score of each part's prompt."
+    return [(f"#{k}", lab, *[x for p in c['parts'].values() for x in (f"{p['heat'][k]:.3f}", f"{p['scores'][k]:.3f}")])
+            for k, lab in enumerate(c['box_labels'])]
+
+def _clip_cols(c: dict) -> list:
+    return ['box', 'GT actions', *[x for part, p in c['parts'].items()
+                                   for x in (f"{part} '{p['prompt']}': heat", f"{part}: score")]]
+
+def _maps_model_line(m: dict) -> str:
+    if m.get('chain') is None: return f"Model: {m.get('checkpoint')} (given by hand, not Table 6's chain); beta {m.get('beta')}."
+    mp = m.get('map') or {}
+    return (f"Model: Table 6's \"ours\" chain (align GL + FT GL on OV-AVA, chain {chain_id(m['chain'])}): finetune run "
+            f"{m.get('finetune_run')}, checkpoint {m.get('checkpoint')}; fusion ratio beta {m.get('beta')}, clips at stride "
+            f"{m.get('stride') or 'auto'}; its Frame mAP@0.5 base {_fmt(mp.get('base'))}, novel {_fmt(mp.get('novel'))}, all {_fmt(mp.get('all'))}.")
+
+_MAPS_GUIDE = ("Each clip shows its keyframe with the GT boxes and actions, then the similarity map of a base prompt and of a "
+               "novel prompt (cosine of each projected patch token with the prompt embedding, pooled over time, one colour "
+               "scale) with the same boxes. A box's heat is the map's mean inside it. The prompt of each part is a class that "
+               "some but not all of the clip's people do, where there is one. Actor pairs (as benchmarks/gt_box_top1.py "
+               "--benchmark ov_ava reads them): for every prompt and every two people of one keyframe of whom only the first "
+               "does the prompted action, is the first person's score (or heat) the higher? Chance is 50%.")
+
+def _rel_fig(p, d: Path) -> str | None:
+    "A figure's path relative to the page's folder `d` (POSIX); `OvstadError` when it lies outside `d`."
+    if not p: return None
+    rel = os.path.relpath(Path(p).resolve(), d.resolve())
+    if rel.startswith('..'): raise OvstadError(f"figure {p} lies outside the reports folder {d}; save it under {d/'maps'}")
+    return Path(rel).as_posix()
+
+def write_maps_report(record: dict,        # the maps notebook's record: profile, model, clips, readings, summary, pairs_figure, provenance
+                      reports_dir='reports') -> dict:
+    """Write `maps.md`, `maps.html` and `maps.json` into `reports_dir` from `record` (figure paths made relative to it);
+    returns their paths. `record['clips']`: `ovstad.explore.actor_map` records; `record['readings']`: part ->
+    `gt_box_readings` counts; `record['summary']`: `maps_summary`'s sentences."""
+    d = Path(reports_dir); d.mkdir(parents=True, exist_ok=True)
+    for k in ('profile', 'model', 'clips', 'readings', 'summary'):
+        if k not in record: raise OvstadError(f"write_maps_report: the record has no {k!r} (keys: {sorted(record)}); pass the notebook's record")
+    rec = json.loads(json.dumps(record, default=str))
+    rec['pairs_figure'] = _rel_fig(rec.get('pairs_figure'), d)
+    for c in rec['clips']:
+        c['figure'] = _rel_fig(c.get('figure'), d)
+        if c.get('video') and os.path.isabs(str(c['video'])): c['video'] = _rel(c['video'])
+    m = rec['model']
+    for k in ('checkpoint', 'finetune_run', 'detect_run'):
+        if m.get(k) and os.path.isabs(str(m[k])): m[k] = _rel(m[k])
+    m['runs'] = [_rel(r) if os.path.isabs(str(r)) else r for r in m.get('runs') or []]
+    for r in rec['readings'].values(): r.pop('picks', None); r.pop('heat_picks', None)
+    title = f"Similarity maps of Table 6's model ({rec['profile']} profile)"
+    prov = provenance_line(rec.get('provenance')) if rec.get('provenance') else ''
+    md = [f"# {title}", '', f"**What the maps show:** {rec['summary']}", '', _maps_model_line(m), '', _MAPS_GUIDE, '']
+    if prov: md += [prov, '']
+    md += ['## Actor pairs over the val keyframes', '', to_markdown(pd.DataFrame(_maps_rows(rec['readings']), columns=_MAPS_COLS)), '']
+    if rec['pairs_figure']: md += [f"![Actor pairs ranked right, by score and by heat, against chance]({rec['pairs_figure']})", '']
+    if not rec['clips']: md += ['No val keyframe holds two GT people doing different actions: there is no clip to show.', '']
+    for c in rec['clips']:
+        md += [f"## Clip {c['clip']}, frame {c['keyframe']}", '']
+        if c.get('figure'): md += [f"![{c['clip']} frame {c['keyframe']}: keyframe, GT boxes and the maps]({c['figure']})", '']
+        md += [f"- {p['sentence']}" for p in c['parts'].values()] + ['']
+        md += [to_markdown(pd.DataFrame(_clip_rows(c), columns=_clip_cols(c))), '']
+    with atomic_write(d/'maps.md') as f: f.write('\n'.join(md))
+    e = html.escape
+    body = [f"<h1>{e(title)}</h1>", "<div class='dir'>", f"<p><b>What the maps show:</b> {e(rec['summary'])}</p>", '</div>',
+            f"<p>{e(_maps_model_line(m))}</p>", f"<p class='muted'>{e(_MAPS_GUIDE)}</p>"]
+    if prov: body.append(f"<p class='muted'>{e(prov)}</p>")
+    pf = (f"<figure><img src='{e(rec['pairs_figure'])}' alt='Actor pairs'><figcaption>Actor pairs ranked right, by score "
+          "and by heat; chance 50% dashed.</figcaption></figure>") if rec['pairs_figure'] else ''
+    body += ['<h2>Actor pairs over the val keyframes</h2>',
+             f"<div class='pair'><div class='scroll'>{html_table(_MAPS_COLS, _maps_rows(rec['readings']))}</div>{pf}</div>"]
+    if not rec['clips']: body.append('<p>No val keyframe holds two GT people doing different actions: there is no clip to show.</p>')
+    for c in rec['clips']:
+        body.append(f"<h2 id='{e(c['clip'])}'>Clip {e(c['clip'])}, frame {c['keyframe']}</h2>")
+        fig = (f"<figure><img src='{e(c['figure'])}' alt='{e(c['clip'])} frame {c['keyframe']}'><figcaption>Keyframe with "
+               "GT boxes; the base and the novel prompt's maps with the same boxes.</figcaption></figure>") if c.get('figure') else ''
+        body.append(f"<div class='pair'>{fig}{pf}</div>")
+        body += [f"<p>{e(p['sentence'])}</p>" for p in c['parts'].values()]
+        body.append(f"<div class='scroll'>{html_table(_clip_cols(c), _clip_rows(c))}</div>")
+    with atomic_write(d/'maps.html') as f: f.write(_page(title, '\n'.join(body)))
+    return {'md': d/'maps.md', 'html': d/'maps.html', 'json': atomic_save_json(rec, d/'maps.json')}
 
 # %% ../nbs/09_tables.ipynb #ec420d7c
 def environment_info(device: str = 'auto') -> dict:
@@ -1168,6 +1321,28 @@ def _summary_rows(tabs: list, runs: dict, html_links: bool) -> list:
             out.append((n, '-', r.get('wall_s'), '-', '-', '-', '-', f"FAILED: {r.get('error')} (log: {r.get('executed')})"))
     return out
 
+def _maps_status(r: dict | None) -> str:
+    "The maps step's status as the README states it: ok, FAILED with its error and log, or written by an earlier invocation."
+    if not r: return 'written by an earlier invocation'
+    return 'ok' if r.get('ok') else f"FAILED: {r.get('error')} (log: {r.get('executed')})"
+
+def _maps_lines(d: Path, summary: dict, profile) -> tuple:
+    "(markdown lines, html) of the README's link to the similarity-map page, or ([], '') when there is none and no step ran."
+    r = summary.get('maps')
+    if not (d/'maps.md').exists() and not r: return [], ''
+    rec = {}
+    if (d/'maps.json').exists():
+        try: rec = json.loads((d/'maps.json').read_text())
+        except (OSError, ValueError): rec = {}
+    if rec.get('profile') not in (None, profile): rec = {}   # another profile's page: linked, not quoted
+    what = rec.get('summary', '')
+    status = _maps_status(r)
+    md = ['## Similarity maps', '', f"Table 6's model on two-person clips of the world: [maps.md](maps.md) ([maps.html](maps.html)); "
+          f"status: {status}.", ''] + ([f"What the maps show: {what}", ''] if what else [])
+    h = (f"<h2 id='maps'>Similarity maps</h2><p>Table 6's model on two-person clips of the world: <a href='maps.html'>maps.html</a> "
+         f"(<a href='maps.md'>maps.md</a>); status: {html.escape(status)}.</p>" + (f"<p>What the maps show: {html.escape(what)}</p>" if what else ''))
+    return md, h
+
 _SUMMARY_COLS = ['table', 'title', 'notebook run (s)', 'measuring (s)', 'rows from cache', 'same direction as the paper',
                  'best number / chance', 'status']
 
@@ -1178,7 +1353,8 @@ def _env_line(env: dict) -> str:
             + (f" ({env['gpu']})" if env.get('gpu') else '') + f", {env.get('cpu_count')} CPUs, git {commit}.")
 
 def write_reports_readme(reports_dir='reports', summary: dict | None = None) -> dict:
-    "Write `reports/README.md` and `README.html` from the tables' sidecars: a summary table, every table with its figure and directions, provenance, environment."
+    """Write `reports/README.md` and `README.html` from the tables' sidecars: a summary table, the link to the similarity-map
+    page (`maps.md` / `maps.html`, with its status and computed summary), every table with its figure and directions, provenance, environment."""
     d = Path(reports_dir)
     if summary is None and (d/'reproduce.json').exists(): summary = json.loads((d/'reproduce.json').read_text())
     summary = summary or {}
@@ -1195,6 +1371,8 @@ def write_reports_readme(reports_dir='reports', summary: dict | None = None) -> 
     srows = _summary_rows(tabs, runs, html_links=False)
     md = ['# Regenerated tables', '', intro, '', guide, '', to_markdown(pd.DataFrame(srows, columns=_SUMMARY_COLS)), '']
     if other: md += [f"Left out (another profile): {', '.join(other)}.", '']
+    maps_md, maps_html = _maps_lines(d, summary, profile)
+    md += maps_md
     for t in tabs: md += [table_markdown(t, fig(t), level=2).rstrip(), '']
     provs = {json.dumps(t.meta.get('provenance'), sort_keys=True, default=str): t.meta.get('provenance') for t in tabs}
     md += ['## Data provenance', ''] + [provenance_line(p) for p in provs.values()] + ['']
@@ -1207,6 +1385,7 @@ def write_reports_readme(reports_dir='reports', summary: dict | None = None) -> 
     body = ['<h1>Regenerated tables</h1>', f"<p>{intro_html}</p>", f"<p class='muted'>{html.escape(guide)}</p>",
             f"<div class='scroll'>{html_table(_SUMMARY_COLS, _summary_rows(tabs, runs, html_links=True), raw=('table',))}</div>"]
     if other: body.append(f"<p>Left out (another profile): {html.escape(', '.join(other))}.</p>")
+    if maps_html: body.append(maps_html)
     body += [table_section(t, fig(t), level=2, link=f"table{t.number}.html") for t in tabs]
     body += ['<h2>Data provenance</h2>'] + [f"<p>{html.escape(provenance_line(p))}</p>" for p in provs.values()]
     body.append(_details('Full provenance', ''.join(_kv_table(p or {}) for p in provs.values())))
@@ -1217,7 +1396,7 @@ def write_reports_readme(reports_dir='reports', summary: dict | None = None) -> 
     return {'md': d/'README.md', 'html': d/'README.html'}
 
 def rewrite_reports(reports_dir='reports', out=None) -> dict:
-    "Write every table's pages (md, html, csv, png, json) and the README again from the `tableN.json` sidecars of `reports_dir`, into `out` (default: the same folder), without measuring."
+    "Write every table's pages (md, html, csv, png, json), the maps page (from maps.json) and the README again from the `tableN.json` sidecars of `reports_dir`, into `out` (default: the same folder), without measuring."
     src = Path(reports_dir); dst = Path(out) if out is not None else src; dst.mkdir(parents=True, exist_ok=True)
     import matplotlib.pyplot as plt
     written = {}
@@ -1226,17 +1405,29 @@ def rewrite_reports(reports_dir='reports', out=None) -> dict:
     summary = json.loads((src/'reproduce.json').read_text()) if (src/'reproduce.json').exists() else None
     if summary is not None:
         summary = relative_summary(summary); atomic_save_json(summary, dst/'reproduce.json')
+    if (src/'maps.json').exists():   # the maps page from its record; its figures travel with it
+        import shutil
+        rec = json.loads((src/'maps.json').read_text())
+        figs = [rec.get('pairs_figure')] + [c.get('figure') for c in rec.get('clips', [])]
+        for f in filter(None, figs):
+            if (src/f).is_file() and dst.resolve() != src.resolve(): (dst/f).parent.mkdir(parents=True, exist_ok=True); shutil.copy2(src/f, dst/f)
+        rec['pairs_figure'] = str(dst/rec['pairs_figure']) if rec.get('pairs_figure') else None
+        for c in rec.get('clips', []): c['figure'] = str(dst/c['figure']) if c.get('figure') else None
+        written['maps'] = write_maps_report(rec, dst)
     written['readme'] = write_reports_readme(dst, summary)
     return written
 
 
 def relative_summary(summary: dict, base=None) -> dict:
-    "`reproduce`'s summary with its paths (executed notebooks, dispatched runs, the command's path arguments) relative to the project root `base`."
+    "`reproduce`'s summary with its paths (executed notebooks, the maps step's, dispatched runs, the command's path arguments) relative to the project root `base`."
     s = json.loads(json.dumps(summary, default=str))
     for r in (s.get('tables') or {}).values():
         if r.get('executed'): r['executed'] = _rel(r['executed'], base)
         if r.get('error'): r['error'] = _scrub(r['error'], base)
     for r in s.get('dispatched') or []: r['run'] = _rel(r['run'], base)
+    if s.get('maps'):
+        if s['maps'].get('executed'): s['maps']['executed'] = _rel(s['maps']['executed'], base)
+        if s['maps'].get('error'): s['maps']['error'] = _scrub(s['maps']['error'], base)
     if s.get('command'): s['command'] = ' '.join(_rel(a, base) if os.path.isabs(a) else a for a in s['command'].split(' '))
     return s
 
@@ -1253,9 +1444,11 @@ def parse_tables(s: str | None) -> list:
 def reproduce(profile: str = 'mini', tables=None, device: str = 'auto', gpus=None, runs_dir='runs', reports_dir='reports',
               seed: int = 0, kernel_name: str | None = None, cwd=None, chain_api: str = 'ovstad.stages:run_chain',
               data_root=None, log: Callable = print, executor: str = 'local', slurm=None, dry_run: bool = False,
-              poll_s: float = 5.0) -> dict:
+              poll_s: float = 5.0, maps: bool = True) -> dict:
     """Regenerate `tables` on `profile` into `reports_dir`: layout check (full), the stage runs (in the notebooks; over
     `gpus` of this machine; or with `executor='slurm'` as Slurm jobs, `slurm` a `cluster.SlurmConfig`), notebooks, README.
+    `maps` (and Table 6 among `tables`): then the similarity-map page of Table 6's model (`execute_maps_notebook`;
+    `summary['maps']` records it as `summary['tables']` records a table: ok, error, log).
     `dry_run` (slurm): return (and log) the job graph without submitting anything."""
     if executor not in ('local', 'slurm'): raise OvstadError(f"unknown executor {executor!r}; use local or slurm")
     if dry_run and executor != 'slurm': raise OvstadError("--dry-run prints the Slurm job graph; give it with --executor slurm")
@@ -1312,6 +1505,14 @@ def reproduce(profile: str = 'mini', tables=None, device: str = 'auto', gpus=Non
         r = execute_table_notebook(n, params, reports_dir, kernel, cwd)
         summary['tables'][str(n)] = r
         log(f"Table {n}: {'done' if r['ok'] else 'FAILED (' + str(r['error']) + ')'} in {r['wall_s']:.0f} s; log {r['executed']}")
+    if maps and 6 in tables:   # Table 6's model on two-person clips: maps.md / maps.html; a failure is recorded, not raised
+        params = {'profile': profile, 'device': device, 'runs_dir': str(runs_dir), 'reports_dir': str(reports_dir), 'seed': seed}
+        if data_root is not None: params['data_root'] = str(data_root)
+        if chain_api != 'ovstad.stages:run_chain': params['chain_api'] = chain_api
+        log(f"Maps: executing {MAPS_NOTEBOOK}")
+        r = execute_maps_notebook(params, reports_dir, kernel, cwd)
+        summary['maps'] = r
+        log(f"Maps: {'done' if r['ok'] else 'FAILED (' + str(r['error']) + ')'} in {r['wall_s']:.0f} s; log {r['executed']}")
     summary['wall_s'] = round(time.time() - t0, 1)
     summary['environment'] = environment_info(device)
     summary = relative_summary(summary, project_root(cwd))   # no machine's folders in the committed record
@@ -1332,7 +1533,7 @@ def _cmd_reproduce(a) -> int:
     s = reproduce(a.profile, a.tables, a.device, gpus, resolve_dir(a.runs_dir, 'runs'), resolve_dir(a.reports_dir, 'reports'),
                   a.seed, data_root=a.data_root, executor=a.executor, slurm=slurm, dry_run=a.dry_run)
     if s.get('dry_run'): return 0
-    failed = [n for n, r in s['tables'].items() if not r['ok']]
+    failed = [n for n, r in s['tables'].items() if not r['ok']] + (['maps'] if not (s.get('maps') or {}).get('ok', True) else [])
     runs_failed = (s.get('slurm') or {}).get('failed') or []
     print(f"reports written to {resolve_dir(a.reports_dir, 'reports')/'README.md'} in {s['wall_s']:.0f} s"
           + (f"; FAILED tables: {failed} (see reports/executed/)" if failed else '')

@@ -426,10 +426,10 @@ def _amp(cfg: TrainConfig, dev: torch.device):
     return torch.autocast(dev.type, dtype=torch.bfloat16) if on else contextlib.nullcontext()
 
 def make_optimizer(task: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    "SGD (momentum) or AdamW over the trainable parameters; a task may define `param_groups()` -> [{'params', 'lr_scale'}]."
+    "SGD (momentum) or AdamW over the trainable parameters; a task may define `param_groups()` -> [{'params', 'lr_scale', 'weight_decay'?}]."
     if hasattr(task, 'param_groups'):
-        groups = [{'params': [p for p in g['params'] if p.requires_grad], 'lr': cfg.lr * g.get('lr_scale', 1.0)}
-                  for g in task.param_groups()]
+        groups = [{'params': [p for p in g['params'] if p.requires_grad], 'lr': cfg.lr * g.get('lr_scale', 1.0),
+                   **({'weight_decay': g['weight_decay']} if 'weight_decay' in g else {})} for g in task.param_groups()]
         groups = [g for g in groups if g['params']]
     else: groups = [{'params': [p for p in task.parameters() if p.requires_grad], 'lr': cfg.lr}]
     if cfg.optimizer == 'sgd': return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

@@ -204,3 +204,29 @@ def test_region_learnability_benchmark_runs(world):
                            capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
         assert r.returncode == 0, r.stderr[-2000:]
         assert 'held-out top-1' in r.stdout and f'readout {readout}' in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize('stage', ['finetune', 'align'])
+def test_training_recipes_start_scores_at_the_prior(world, init_ckpt, stage):
+    """The mini and smoke recipes start every region-prompt score near the prior `prior_prob` (a learned logit bias,
+    focal-loss initialisation), not at Eq. 3's saturated sigmoid(cos / tau): undo the fix and this fails."""
+    from ovstad.data import collate_detection, data_roots
+    from ovstad.models import prior_bias
+    from ovstad.stages import _trainee, load_benchmark
+    from ovstad.trainer import override
+    for profile in ('mini', 'smoke'):
+        assert get_recipe(stage, profile=profile).prior_prob > 0, f"the {profile} {stage} recipe lost its prior"
+    assert get_recipe(stage, profile='full').prior_prob == 0, "the full profile trains Eq. 3 / Eq. 5 as published"
+    bench = load_benchmark('ucf_jhmdb', 'smoke', world)
+    cfg = get_recipe(stage, profile='smoke', device='cpu')
+    def negatives(c):
+        det, T, tf = _trainee(init_ckpt, c, [data_roots('smoke', world)['ucf101_24']], template=bench.template)
+        ds = bench.train_dataset(num_frames=T, stride=1, transform=tf, seed=0)
+        batch = collate_detection([ds[i] for i in range(6)])
+        with torch.no_grad(): p = det(batch['video'], batch['rois'], prompts=bench.prompts(bench.base_classes)).sigmoid()
+        return det, p[batch['labels'] == 0]
+    det, neg = negatives(cfg)
+    assert abs(float(det.logit_bias.detach()) - prior_bias(cfg.prior_prob)) < 1e-6
+    assert float(neg.median()) < 3 * cfg.prior_prob, float(neg.median())
+    _, neg0 = negatives(override(cfg, prior_prob=0.0))   # the paper's start: cos / tau alone, near 0.5 for this random tower
+    assert float(neg0.median()) > 0.3, float(neg0.median())
