@@ -10,6 +10,7 @@ stage's task and dataset), resumed segment by segment, so step k here is step k 
     .venv/bin/python benchmarks/finetune_curve.py [--stage finetune|align] [--benchmark ucf_jhmdb|ov_ava]
         [--profile mini] [--checkpoint PATH] [--steps 160] [--every 40] [--max-videos 0] [--set lr=1e-4 ...]
         [--train-videos N] [--json OUT] [--threads 2]
+    .venv/bin/python benchmarks/finetune_curve.py --plot curves.png A.json B.json ...   # draw saved curves side by side
 
 `--train-videos N` also scores the first N training videos per class (UCF-JHMDB only), so that a finetune that does
 not even fit its own training videos shows at once. About 5 minutes on 2 cores for 160 steps on mini.
@@ -78,6 +79,24 @@ def _act_map(gt, split, df, ds, dcfg):
     return act_frame_map(g, df, split=split).map
 
 
+def plot_curves(paths, out):
+    "Draw saved curves (`--json` files): held-out base and novel Frame mAP against steps, zero-shot at step 0, chance dotted."
+    import matplotlib; matplotlib.use('agg'); import matplotlib.pyplot as plt
+    curves = [json.loads(Path(p).read_text()) for p in paths]
+    fig, axs = plt.subplots(1, 2, figsize=(11, 3.8), layout='constrained')
+    for k, (ax, part) in enumerate(zip(axs, ('base', 'novel'))):
+        for i, c in enumerate(curves):
+            rows = [r for r in c['rows'] if r['step'] != 'chance']
+            label = ' '.join(c.get('set') or []) or 'recipe'
+            ax.plot([r['step'] for r in rows], [r[part] for r in rows], marker='o', ms=3, color=f'C{i}', label=label)
+        ch = [r[part] for c in curves for r in c['rows'] if r['step'] == 'chance']
+        if ch: ax.axhline(float(np.mean(ch)), ls=':', color='gray', label='chance')
+        ax.set_xlabel('training step (0: zero-shot)'); ax.set_ylabel(f'{part} Frame mAP@0.5 (%)')
+        ax.set_title(f"{curves[0]['stage']} on {curves[0]['benchmark']} ({curves[0]['profile']}): {part}", fontsize=9)
+    axs[1].legend(fontsize=7, loc='best')
+    fig.savefig(out, dpi=90); print(f"wrote {out}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n\n', 1)[1])
     ap.add_argument('--stage', default='finetune', choices=('finetune', 'align'))
@@ -91,7 +110,10 @@ def main(argv=None):
     ap.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='recipe overrides (FinetuneConfig / AlignConfig)')
     ap.add_argument('--json', default=None, help='write the curve here')
     ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--plot', default=None, metavar='PNG', help='draw the curves of the JSON files given as arguments and exit')
+    ap.add_argument('curves', nargs='*', help='with --plot: curve files written by --json')
     a = ap.parse_args(argv)
+    if a.plot: return plot_curves(a.curves, a.plot)
     torch.set_num_threads(a.threads)
     if a.steps % a.every: raise SystemExit(f"--steps {a.steps} must be a multiple of --every {a.every}")
     ckpt = Path(a.checkpoint) if a.checkpoint else _artefact(base_viclip(a.profile))[0]
