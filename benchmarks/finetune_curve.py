@@ -126,13 +126,13 @@ def main(argv=None):
         det, T, tf = _trainee(ckpt, cfg, [roots['ucf101_24'] if a.benchmark == 'ucf_jhmdb' else roots['ava']], template=bench.template)
         kw = dict(keyframe_step=cfg.keyframe_step) if a.benchmark == 'ucf_jhmdb' else {}
         ds = _Seeded(bench.train_dataset(num_frames=T, stride=cfg.stride, transform=tf, seed=cfg.seed, **kw))
-        task = FinetuneTask(det, bench.prompts(bench.base_classes), cfg.gamma, cfg.tau_lr_scale)
+        task = FinetuneTask(det, bench.prompts(bench.base_classes), cfg.gamma, cfg.tau_lr_scale, cfg.center_logits)
     else:
         from ovstad.benchmarks import RegionTextDataset
         pairs = region_text_pairs(PairsConfig(tuple(cfg.sources), cfg.fraction, cfg.seed), 'runs', a.profile)
         det, T, tf = _trainee(ckpt, cfg, [roots[s] for s in cfg.sources], template=bench.template)
         ds = _Seeded(RegionTextDataset(pairs.path, num_frames=T, stride=cfg.stride, transform=tf, seed=cfg.seed), cfg.max_boxes)
-        task = AlignTask(det, cfg.gamma, cfg.tau_lr_scale)
+        task = AlignTask(det, cfg.gamma, cfg.tau_lr_scale, cfg.center_logits)
     short = dcfg.short_side or det.viclip.image_size
     sets = eval_sets(bench, a.benchmark, dcfg, T, short, a.max_videos, a.train_videos)
     beta = cfg.beta

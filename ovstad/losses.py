@@ -13,7 +13,7 @@ from torchvision.ops import sigmoid_focal_loss
 from .core import OvstadError
 
 # %% auto #0
-__all__ = ['info_nce', 'uniformity_loss', 'focal_classification_loss', 'region_text_alignment_loss']
+__all__ = ['info_nce', 'uniformity_loss', 'focal_classification_loss', 'center_logits', 'region_text_alignment_loss']
 
 # %% ../nbs/02_losses.ipynb #0c72f853
 def _pair(a: torch.Tensor, b: torch.Tensor, what: str):
@@ -72,6 +72,14 @@ def focal_classification_loss(logits: torch.Tensor,   # (K, C) box-by-class logi
                               gamma=gamma, reduction='none')
     return _reduce(loss, reduction)
 
+# %% ../nbs/02_losses.ipynb #c3e1a002
+def center_logits(logits: torch.Tensor,              # (K, C) box-by-prompt logits `cos / tau + b`
+                  bias: float | torch.Tensor = 0.0,  # the constant `b` the rows are centred on (the detector's `logit_bias`)
+                 ) -> torch.Tensor:
+    "(K, C) logits with each row's mean over its C prompts replaced by `bias`: shift-invariant in every row."
+    if logits.ndim != 2: raise OvstadError(f"center_logits: logits must be (K, C), got {tuple(logits.shape)}")
+    return logits - logits.mean(-1, keepdim=True) + bias
+
 # %% ../nbs/02_losses.ipynb #199716f2
 def region_text_alignment_loss(region_emb: torch.Tensor,   # (N, D) fused region features
                                text_emb: torch.Tensor,     # (N, D) embeddings of each region's sentence
@@ -79,11 +87,14 @@ def region_text_alignment_loss(region_emb: torch.Tensor,   # (N, D) fused region
                                tau: float | torch.Tensor,  # temperature
                                gamma: float = 2.0,         # focal focusing parameter
                                reduction: str = 'mean',    # 'mean' (per region), 'sum' or 'none' (N, N)
+                               bias: float | torch.Tensor = 0.0,  # logit bias added to every pair (the detector's `logit_bias`)
+                               center: bool = False,       # centre each region's logits over the sentences (`center_logits`)
                               ) -> torch.Tensor:
-    "Focal loss over the in-batch region x sentence matrix; same-sentence pairs are positives."
+    "Focal loss over the in-batch region x sentence matrix `cos / tau + bias`; same-sentence pairs are positives."
     _pair(region_emb, text_emb, 'region_text_alignment_loss')
     ids = torch.as_tensor(sentence_ids, device=region_emb.device)
     if ids.shape != (len(region_emb),):
         raise OvstadError(f"region_text_alignment_loss: sentence_ids must have shape ({len(region_emb)},), got {tuple(ids.shape)}")
-    logits = F.normalize(region_emb.float(), dim=-1) @ F.normalize(text_emb.float(), dim=-1).T / tau
+    logits = F.normalize(region_emb.float(), dim=-1) @ F.normalize(text_emb.float(), dim=-1).T / tau + bias
+    if center: logits = center_logits(logits, bias)
     return focal_classification_loss(logits, (ids[:, None] == ids[None]).float(), gamma, reduction=reduction)

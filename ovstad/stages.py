@@ -56,6 +56,7 @@ class AlignConfig(ClipConfig, TrainConfig):
     fraction: float = checked(1.0, gt=0, le=1)  # fraction of the region-text pairs to use (Table 4)
     tau_lr_scale: float = checked(0.01, ge=0)   # learning-rate multiplier of the detector temperature tau (and logit bias)
     prior_prob: float = checked(0.0, ge=0, lt=1)  # > 0: start every score at this prior with a learned logit bias (0: Eq. 5 as published)
+    center_logits: bool = False                 # focal loss on logits centred over the sentences (`losses.center_logits`; False: Eq. 6)
     max_boxes: int = checked(0, ge=0)           # training: at most this many boxes per clip (0: all)
 
 @dataclass
@@ -66,6 +67,7 @@ class FinetuneConfig(ClipConfig, TrainConfig):
     gamma: float = checked(2.0, ge=0)        # focal-loss gamma (Eq. 4)
     tau_lr_scale: float = checked(0.01, ge=0)   # learning-rate multiplier of the detector temperature tau (and logit bias)
     prior_prob: float = checked(0.0, ge=0, lt=1)  # > 0: start every score at this prior with a learned logit bias (0: Eq. 3 as published)
+    center_logits: bool = False                 # focal loss on logits centred over the prompts (`losses.center_logits`; False: Eq. 4)
     keyframe_step: int = checked(1, ge=1)       # use every k-th annotated keyframe for training
 
 @dataclass
@@ -108,19 +110,20 @@ _RECIPES = {
                                 warmup_steps=5, stride=1, ckpt_every=15, text_uniformity=1.0),
     ('align', 'full'): dict(steps=60_000, batch_size=16, lr=1e-5, warmup_steps=1000, num_frames=8, stride=1,
                             short_side=256, crop=224, ckpt_every=2000, log_every=50),
-    ('align', 'mini'): dict(prior_prob=PRIOR, steps=120, batch_size=16, optimizer='adamw', lr=2e-5, weight_decay=0.05, warmup_steps=10, ckpt_every=40, tau_lr_scale=500.0),
-    ('align', 'smoke'): dict(prior_prob=PRIOR, steps=12, batch_size=8, lr=2e-2, warmup_steps=2, ckpt_every=6, log_every=2, tau_lr_scale=0.0),
+    ('align', 'mini'): dict(prior_prob=PRIOR, center_logits=True, steps=120, batch_size=16, optimizer='adamw', lr=1e-4, weight_decay=0.05,
+                            warmup_steps=10, ckpt_every=40, tau_lr_scale=100.0, augment=False),
+    ('align', 'smoke'): dict(prior_prob=PRIOR, center_logits=True, steps=12, batch_size=8, lr=2e-2, warmup_steps=2, ckpt_every=6, log_every=2, tau_lr_scale=0.0),
     ('finetune', 'ucf_jhmdb', 'full'): dict(steps=70_000, batch_size=32, lr=5e-5, warmup_steps=1000, num_frames=8, stride=1,
                                             short_side=256, crop=224, ckpt_every=2000, log_every=50),
     ('finetune', 'ov_ava', 'full'): dict(benchmark='ov_ava', steps=140_000, batch_size=8, lr=1e-4, warmup_steps=2000,
                                          num_frames=8, stride=8, short_side=256, crop=224, ckpt_every=2000, log_every=50),
-    ('finetune', 'ucf_jhmdb', 'mini'): dict(prior_prob=PRIOR, steps=80, batch_size=16, optimizer='adamw', lr=2e-5, weight_decay=0.05, warmup_steps=8, ckpt_every=40,
-                                            tau_lr_scale=500.0),
-    ('finetune', 'ov_ava', 'mini'): dict(prior_prob=PRIOR, benchmark='ov_ava', steps=80, batch_size=8, optimizer='adamw', lr=2e-5, weight_decay=0.05, warmup_steps=8, stride=8,
-                                         ckpt_every=40, tau_lr_scale=500.0),
-    ('finetune', 'ucf_jhmdb', 'smoke'): dict(prior_prob=PRIOR, steps=10, batch_size=8, lr=2e-2, warmup_steps=2, ckpt_every=5, log_every=2,
+    ('finetune', 'ucf_jhmdb', 'mini'): dict(prior_prob=PRIOR, center_logits=True, steps=160, batch_size=16, optimizer='adamw', lr=1e-4,
+                                            weight_decay=0.05, warmup_steps=8, ckpt_every=40, tau_lr_scale=100.0, augment=False),
+    ('finetune', 'ov_ava', 'mini'): dict(prior_prob=PRIOR, center_logits=True, benchmark='ov_ava', steps=160, batch_size=8, optimizer='adamw',
+                                         lr=1e-4, weight_decay=0.05, warmup_steps=8, stride=8, ckpt_every=40, tau_lr_scale=100.0, augment=False),
+    ('finetune', 'ucf_jhmdb', 'smoke'): dict(prior_prob=PRIOR, center_logits=True, steps=10, batch_size=8, lr=2e-2, warmup_steps=2, ckpt_every=5, log_every=2,
                                              tau_lr_scale=0.0),
-    ('finetune', 'ov_ava', 'smoke'): dict(prior_prob=PRIOR, benchmark='ov_ava', steps=10, batch_size=8, lr=2e-2, warmup_steps=2, stride=8,
+    ('finetune', 'ov_ava', 'smoke'): dict(prior_prob=PRIOR, center_logits=True, benchmark='ov_ava', steps=10, batch_size=8, lr=2e-2, warmup_steps=2, stride=8,
                                           ckpt_every=5, log_every=2, tau_lr_scale=0.0),
     ('detect', 'ucf_jhmdb', 'full'): dict(num_frames=8, stride=1, short_side=256),
     ('detect', 'ov_ava', 'full'): dict(benchmark='ov_ava', num_frames=8, stride=8, short_side=256),
@@ -240,9 +243,9 @@ class PretrainTask(nn.Module):
 
 class AlignTask(nn.Module):
     "Region-text focal alignment (Eq. 5-6) of fused region features with their (frozen) sentence embeddings."
-    def __init__(self, det, gamma: float = 2.0, tau_lr_scale: float = 0.01):
+    def __init__(self, det, gamma: float = 2.0, tau_lr_scale: float = 0.01, center: bool = False):
         super().__init__()
-        self.det, self.gamma, self.tau_lr_scale = det, gamma, tau_lr_scale
+        self.det, self.gamma, self.tau_lr_scale, self.center = det, gamma, tau_lr_scale, center
         det.viclip.freeze_text(); det.viclip.temp.requires_grad_(False)
     def param_groups(self):
         "The towers at the base learning rate; the score's calibration (tau, logit bias) at `tau_lr_scale` times it."
@@ -253,19 +256,21 @@ class AlignTask(nn.Module):
         from ovstad.losses import region_text_alignment_loss
         f = self.det.region_features(batch['video'], batch['rois'])
         t = self.det.prompt_embeddings(batch['sentences']).to(f.device)
-        loss = region_text_alignment_loss(f.float(), t, batch['sentence_ids'], self.det.temperature(), self.gamma)
+        loss = region_text_alignment_loss(f.float(), t, batch['sentence_ids'], self.det.temperature(), self.gamma,
+                                          bias=self.det.logit_bias, center=self.center)
         return loss, len(f)
 
 class FinetuneTask(nn.Module):
     "Base-class focal classification (Eq. 3-4) of fused region features against the base prompts."
-    def __init__(self, det, prompts: list[str], gamma: float = 2.0, tau_lr_scale: float = 0.01):
+    def __init__(self, det, prompts: list[str], gamma: float = 2.0, tau_lr_scale: float = 0.01, center: bool = False):
         super().__init__()
-        self.det, self.prompts, self.gamma, self.tau_lr_scale = det, list(prompts), gamma, tau_lr_scale
+        self.det, self.prompts, self.gamma, self.tau_lr_scale, self.center = det, list(prompts), gamma, tau_lr_scale, center
         det.viclip.freeze_text(); det.viclip.temp.requires_grad_(False)
     param_groups = AlignTask.param_groups
     def forward(self, batch):
-        from ovstad.losses import focal_classification_loss
+        from ovstad.losses import center_logits, focal_classification_loss
         logits = self.det(batch['video'], batch['rois'], prompts=self.prompts)
+        if self.center: logits = center_logits(logits, self.det.logit_bias)
         return focal_classification_loss(logits.float(), batch['labels'].to(logits.device), self.gamma), len(logits)
 
 # %% ../nbs/07b_stages.ipynb #e800c36a
@@ -321,6 +326,7 @@ def _trainee(ckpt, cfg, folders, **kwargs):
     if getattr(cfg, 'prior_prob', 0) > 0:   # every stage starts its sigmoid at its own prior (see the stated deviation above)
         from ovstad.models import prior_bias
         with torch.no_grad(): det.logit_bias.fill_(prior_bias(cfg.prior_prob))
+    det.logit_bias.requires_grad_(getattr(cfg, 'prior_prob', 0) > 0)   # prior_prob 0: the bias stays as loaded (0: Eq. 3)
     T, S, short = _clip_sizes(cfg, det.viclip)
     tf = ClipTransform(short, train=cfg.augment, crop_size=S if cfg.augment else None, flip_p=flip_p(*folders))
     return det, T, tf
@@ -403,7 +409,7 @@ def align(cfg: AlignConfig | None = None,   # default: the profile's recipe
         pairs = region_text_pairs(PairsConfig(tuple(cfg.sources), cfg.fraction, cfg.seed), runs_dir, profile, data_root)
         det, T, tf = _trainee(ckpt, cfg, [data_roots(profile, data_root)[s] for s in cfg.sources])
         ds = RegionTextDataset(pairs.path, num_frames=T, stride=cfg.stride, transform=tf, seed=cfg.seed)
-        res = train(AlignTask(det, cfg.gamma, cfg.tau_lr_scale), _Seeded(ds, cfg.max_boxes), cfg, run.path,
+        res = train(AlignTask(det, cfg.gamma, cfg.tau_lr_scale, cfg.center_logits), _Seeded(ds, cfg.max_boxes), cfg, run.path,
                     collate_detection, resume, desc=run.id)
         _save_detector(det, run.path/'viclip.pt', run)
         return {**res.metrics, 'tau': det.tau.item(), 'pairs': len(ds), 'pairs_run': pairs.id}, 'viclip.pt'
@@ -442,7 +448,7 @@ def finetune(cfg: FinetuneConfig | None = None,  # default: the profile's recipe
         kw = dict(keyframe_step=cfg.keyframe_step) if cfg.benchmark == 'ucf_jhmdb' else {}
         ds = bench.train_dataset(num_frames=T, stride=cfg.stride, transform=tf, seed=cfg.seed, **kw)
         prompts = bench.prompts(bench.base_classes)
-        res = train(FinetuneTask(det, prompts, cfg.gamma, cfg.tau_lr_scale), _Seeded(ds), cfg, run.path,
+        res = train(FinetuneTask(det, prompts, cfg.gamma, cfg.tau_lr_scale, cfg.center_logits), _Seeded(ds), cfg, run.path,
                     collate_detection, resume, desc=run.id)
         _save_detector(det, run.path/'viclip.pt', run)
         return {**res.metrics, 'tau': det.tau.item(), 'train_keyframes': len(ds), 'base_classes': len(prompts)}, 'viclip.pt'

@@ -230,3 +230,28 @@ def test_training_recipes_start_scores_at_the_prior(world, init_ckpt, stage):
     assert float(neg.median()) < 3 * cfg.prior_prob, float(neg.median())
     _, neg0 = negatives(override(cfg, prior_prob=0.0))   # the paper's start: cos / tau alone, near 0.5 for this random tower
     assert float(neg0.median()) > 0.3, float(neg0.median())
+
+
+def test_finetune_loss_ignores_a_shift_shared_by_every_prompt(world, init_ckpt):
+    """The mini and smoke finetune recipes train on logits centred over the prompts: a feature move that raises a box's
+    logits for every prompt at once (the prompts' shared direction) leaves the loss unchanged. Undo it and this fails."""
+    from ovstad.data import collate_detection, data_roots
+    from ovstad.stages import FinetuneTask, _trainee, load_benchmark
+    from ovstad.trainer import override
+    for profile in ('mini', 'smoke'):
+        assert get_recipe('finetune', profile=profile).center_logits and get_recipe('align', profile=profile).center_logits
+    assert not get_recipe('finetune', profile='full').center_logits and not get_recipe('align', profile='full').center_logits
+    bench = load_benchmark('ucf_jhmdb', 'smoke', world)
+    def losses(cfg):
+        det, T, tf = _trainee(init_ckpt, cfg, [data_roots('smoke', world)['ucf101_24']], template=bench.template)
+        task = FinetuneTask(det, bench.prompts(bench.base_classes), cfg.gamma, cfg.tau_lr_scale, cfg.center_logits)
+        batch = collate_detection([bench.train_dataset(num_frames=T, stride=1, transform=tf, seed=0)[i] for i in range(4)])
+        with torch.no_grad():
+            l0 = float(task(batch)[0])
+            orig = det.forward; det.forward = lambda *a, **k: orig(*a, **k) + 3.0
+            return l0, float(task(batch)[0])
+    cfg = get_recipe('finetune', profile='smoke', device='cpu')
+    a, b = losses(cfg)
+    assert abs(a - b) < 1e-4 * max(1.0, abs(a)), (a, b)
+    a, b = losses(override(cfg, center_logits=False))   # Eq. 4 as published: the shared shift changes the loss
+    assert abs(a - b) > 0.1, (a, b)
