@@ -19,21 +19,56 @@ import torch
 from .core import OvstadError, ClassList, cli_group, parse_label_map
 
 # %% auto #0
-__all__ = ['AVA_COLUMNS', 'PERSON_CATEGORIES', 'VIDEO_EXTS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'validate_act_gt', 'read_act_gt',
-           'read_ucf24_corrected', 'ucf24_to_act', 'read_ava_csv', 'read_ava_exclusions', 'read_ava_proposals',
-           'read_frame_proposals', 'HCSTVGRecord', 'read_hcstvg', 'VidSTGRecord', 'read_vidstg',
-           'read_vidor_trajectories', 'VidORIndex', 'read_captions', 'clip_indices', 'ClipReader', 'video_info',
-           'read_video', 'write_video', 'read_box_file', 'boxes_to_original', 'ClipTransform', 'Keyframe',
-           'KeyframeDataset', 'collate_detection', 'box_iou', 'act_frame_boxes', 'act_keyframes', 'ActDetectionDataset',
-           'ava_keyframes', 'AvaDetectionDataset', 'world_root', 'data_roots', 'data_fingerprint', 'flip_p',
-           'detect_format', 'inspect_path']
+__all__ = ['ANNOTATION_PICKLE_GLOBALS', 'AVA_COLUMNS', 'PERSON_CATEGORIES', 'VIDEO_EXTS', 'IMAGENET_MEAN', 'IMAGENET_STD',
+           'validate_act_gt', 'read_act_gt', 'read_ucf24_corrected', 'ucf24_to_act', 'read_ava_csv',
+           'read_ava_exclusions', 'read_ava_proposals', 'read_frame_proposals', 'HCSTVGRecord', 'read_hcstvg',
+           'VidSTGRecord', 'read_vidstg', 'read_vidor_trajectories', 'VidORIndex', 'read_captions', 'clip_indices',
+           'ClipReader', 'video_info', 'read_video', 'write_video', 'read_box_file', 'boxes_to_original',
+           'ClipTransform', 'Keyframe', 'KeyframeDataset', 'collate_detection', 'box_iou', 'act_frame_boxes',
+           'act_keyframes', 'ActDetectionDataset', 'ava_keyframes', 'AvaDetectionDataset', 'world_root', 'data_roots',
+           'data_fingerprint', 'flip_p', 'detect_format', 'inspect_path']
 
 # %% ../nbs/04_data.ipynb #9e4e7d29
+# What the annotation pickles of the real releases (ACT's UCF101v2-GT.pkl / JHMDB-GT.pkl, the corrected UCF101-24
+# pyannot_with_class_names.pkl, LFB-style AVA proposals, frame proposals; Python 2 and 3 pickles) and of the mini world
+# hold: containers, numbers, strings and numpy arrays. Nothing else may be imported while reading one.
+ANNOTATION_PICKLE_GLOBALS = frozenset({
+    ('builtins', n) for n in ('dict', 'list', 'tuple', 'set', 'frozenset', 'int', 'float', 'complex', 'str', 'bytes',
+                              'bytearray', 'bool', 'slice', 'range', 'object')} | {
+    ('collections', 'OrderedDict'), ('copyreg', '_reconstructor'),
+    ('_codecs', 'encode'),   # how Python 3's protocols 0-2 write bytes (numpy array data): a codec call, no code
+    ('numpy', 'ndarray'), ('numpy', 'dtype'),
+    ('numpy.core.multiarray', '_reconstruct'), ('numpy.core.multiarray', 'scalar'),
+    ('numpy._core.multiarray', '_reconstruct'), ('numpy._core.multiarray', 'scalar')})
+
+class _AnnotationUnpickler(pickle.Unpickler):
+    "Unpickles only `ANNOTATION_PICKLE_GLOBALS` (Python 2 names mapped first, as `pickle` does); anything else is refused by name."
+    def find_class(self, module, name):
+        import _compat_pickle as cp   # Python 2 names (__builtin__, copy_reg, ...), mapped as pickle's fix_imports does
+        if (module, name) in cp.NAME_MAPPING: module, name = cp.NAME_MAPPING[(module, name)]
+        elif module in cp.IMPORT_MAPPING: module = cp.IMPORT_MAPPING[module]
+        if (module, name) not in ANNOTATION_PICKLE_GLOBALS and not (module.startswith('numpy') and name == 'dtype'):
+            raise _PickleRefused(f"{module}.{name}")
+        return super().find_class(module, name)
+
+class _PickleRefused(Exception): pass
+
 def _load_pickle(path) -> Any:
+    """An annotation pickle's content, unpickled with `_AnnotationUnpickler` (containers, numbers, strings, numpy arrays):
+    a pickle that imports anything else (code that would run while it loads) is refused with the global's name, unless
+    the user opted in to full unpickling (OVSTAD_TRUST_CHECKPOINTS=1, or --trust-checkpoint where a command has it)."""
+    from ovstad.core import checkpoints_trusted
     path = Path(path)
     if not path.exists(): raise OvstadError(f"{path} does not exist")
+    if path.is_dir(): raise OvstadError(f"{path} is a folder, not a pickle file")
     try:
-        with open(path, 'rb') as f: return pickle.load(f, encoding='latin1')
+        with open(path, 'rb') as f:
+            if checkpoints_trusted(): return pickle.load(f, encoding='latin1')  # the user's explicit opt-in
+            return _AnnotationUnpickler(f, encoding='latin1').load()
+    except _PickleRefused as e:
+        raise OvstadError(f"{path}: refused to unpickle: it imports {e}, which no annotation file holds (it could run code "
+                          "while loading). If you made this file or trust its source, set OVSTAD_TRUST_CHECKPOINTS=1 "
+                          "(or pass --trust-checkpoint where the command has it).") from None
     except Exception as e:
         raise OvstadError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from None
 
@@ -860,17 +895,50 @@ def _world_json(d) -> Path | None:
     "The `world.json` of a generated world that `d` is (or is a corpus folder of), else None."
     return next((p/'world.json' for p in (Path(d), Path(d).parent) if (p/'world.json').exists()), None)
 
+_ANNOTATION_EXTS = ('.json', '.pkl', '.pickle', '.csv', '.pbtxt', '.txt')
+
+_SHA_CACHE: dict = {}
+
+def _file_sha(p: Path) -> str:
+    "sha256 (16 hex digits) of a file, remembered per (path, size, mtime) within the process."
+    st = p.stat(); key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE: _SHA_CACHE[key] = _sha_of(p)
+    return _SHA_CACHE[key]
+
+def _sha_of(p: Path) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    with open(p, 'rb') as f:
+        for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
+    return h.hexdigest()[:16]
+
+def _media_stats(d: Path) -> str:
+    "One digest of (relative path, size, mtime) of every file below `d` that is not an annotation file (videos, frames)."
+    import hashlib
+    h, stack = hashlib.sha256(), [d]
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            for e in sorted(it, key=lambda e: e.name):
+                if e.is_dir(follow_symlinks=True): stack.append(Path(e.path)); continue
+                if e.name.lower().endswith(_ANNOTATION_EXTS): continue
+                st = e.stat()
+                h.update(f"{os.path.relpath(e.path, d)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
 def data_fingerprint(*folders) -> dict:
-    "A hashable summary of the annotation files (not videos) in `folders`: names and sizes, and world.json's content."
+    """A hashable summary of the data in `folders`, so that a run made from other data is never reused: the content
+    (sha256) of every annotation file (json, pkl, csv, pbtxt, txt; small) at the folder's top level, and of a generated
+    world's `world.json`; for real data also the names, sizes and modification times of the videos / frames below it."""
     out = {}
     for d in folders:
         if d is None: continue
         d = Path(d)
-        w = _world_json(d)
-        if w is not None: out[d.name] = {'world': stable_hash(json.loads(w.read_text()))}; continue
         if not d.exists(): out[d.name] = 'missing'; continue
-        out[d.name] = {p.name: p.stat().st_size for p in sorted(d.iterdir())
-                       if p.is_file() and p.suffix.lower() in ('.json', '.pkl', '.csv', '.pbtxt', '.txt')}
+        w = _world_json(d)
+        rec = {p.name: _file_sha(p) for p in sorted(d.iterdir()) if p.is_file() and p.suffix.lower() in _ANNOTATION_EXTS}
+        if w is not None: rec['world'] = stable_hash(json.loads(w.read_text()))   # generated: its videos follow from world.json
+        else: rec['media'] = _media_stats(d)
+        out[d.name] = rec
     return {'data': stable_hash(out)}
 
 def flip_p(*folders, default: float = 0.5) -> float:

@@ -876,6 +876,21 @@ def _cmd_chain(a) -> int:
         return v
     kw = dict(benchmark=a.benchmark, profile=c['profile'], align=js(a.align, '--align'), finetune=js(a.finetune, '--finetune'), eval_beta=a.eval_beta,
               runs_dir=c['runs_dir'], device=c['device'], seed=a.seed, data_root=c['data_root'])
+    if a.overrides:   # --set KEY=VALUE: every training stage of the chain that has the field takes it
+        stages = [s for s in ('align', 'finetune') if kw[s] is not None]
+        if not stages: raise OvstadError("--set changes the chain's training stages, and this chain has none; add --align '{}' or --finetune '{}'")
+        for o in a.overrides:
+            k = o.split('=', 1)[0].strip()
+            took = [s for s in stages if k in {f.name for f in dataclasses.fields(STAGE_CONFIGS[s])}]
+            if '=' not in o or not took:
+                override(get_recipe(stages[-1], a.benchmark, c['profile']), [o])   # raises with the field list / close matches
+            for s in took:
+                cfg = override(get_recipe(s, a.benchmark, c['profile'], **kw[s]), [o])   # coerced and range-checked now
+                kw[s] = {**kw[s], k: getattr(cfg, k)}
+    if a.show_config:
+        for p in plan_chain(**kw):
+            if p.stage in ('align', 'finetune', 'detect'): print(f"# {p.stage} {p.run.id}"); _show_config(p.config)
+        return 0
     if a.plan:
         for p in plan_chain(**kw):
             print(f"# {p.run.id} ({'complete' if p.complete else 'to run'})\n{shlex.join(p.command(c['profile'], c['data_root']))}")

@@ -244,3 +244,74 @@ def test_label_map_escapes_round_trip(tmp_path):
 def test_python_dash_m_works():
     r = ovstad('--help', module=True)
     assert r.returncode == 0 and 'usage: ovstad' in r.stdout
+
+
+class _Payload:
+    "A pickle payload that would create `marker` while loading (a __reduce__ calling os.system)."
+    def __init__(self, marker): self.marker = marker
+    def __reduce__(self):
+        import os
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize('reader', ['act_gt', 'frame_proposals', 'ava_proposals', 'box_file', 'inspect'])
+def test_annotation_pickles_run_no_code(tmp_path, reader, monkeypatch):
+    "An annotation pickle with a code-running payload is refused by name on every reading path; only the opt-in unpickles it fully."
+    import pickle
+    from ovstad import data as D
+    monkeypatch.delenv('OVSTAD_TRUST_CHECKPOINTS', raising=False)
+    marker = tmp_path/'ran'
+    p = tmp_path/'evil.pkl'
+    p.write_bytes(pickle.dumps({'labels': ['a'], 'gttubes': _Payload(marker)}))
+    call = {'act_gt': lambda: D.read_act_gt(p), 'frame_proposals': lambda: D.read_frame_proposals(p),
+            'ava_proposals': lambda: D.read_ava_proposals(p), 'box_file': lambda: D.read_box_file(p, 'evil', 25.0, (112, 112)),
+            'inspect': lambda: D.inspect_path(p)}[reader]
+    with pytest.raises(OvstadError, match=r'refused to unpickle: it imports (posix|os|nt)\.system.*OVSTAD_TRUST_CHECKPOINTS=1'):
+        call()
+    assert not marker.exists(), 'the payload ran'
+    q = tmp_path/'counter.pkl'   # with the opt-in, a file the user trusts unpickles fully (a harmless non-annotation global)
+    import collections
+    q.write_bytes(pickle.dumps(collections.Counter('ab')))
+    with pytest.raises(OvstadError, match='collections.Counter'): D._load_pickle(q)
+    monkeypatch.setenv('OVSTAD_TRUST_CHECKPOINTS', '1')
+    assert D._load_pickle(q) == collections.Counter('ab')
+
+
+def test_annotation_pickles_of_python2_and_numpy_load_restricted(tmp_path):
+    "Protocol 0/2 pickles (Python 2 names) and numpy arrays of either numpy load through the restricted unpickler."
+    import pickle
+    import numpy as np
+    from ovstad.data import _load_pickle
+    obj = {'labels': ['x'], 'a': np.arange(6, dtype=np.float32).reshape(2, 3), 's': np.float64(2.5), 't': (1, 'b'), 'o': {3}}
+    for proto in (0, 2, 4):
+        p = tmp_path/f'p{proto}.pkl'; p.write_bytes(pickle.dumps(obj, protocol=proto))
+        got = _load_pickle(p)
+        assert got['labels'] == ['x'] and got['a'].dtype == np.float32 and (got['a'] == obj['a']).all() and got['s'] == 2.5
+
+
+def test_changed_annotation_file_gives_a_new_run_key(tmp_path):
+    "The run cache keys on the annotation files' content: a truncated GT pickle (same name, even same size) or a touched video changes the key."
+    from ovstad.data import data_fingerprint
+    d = tmp_path/'ucf101-24'; (d/'videos').mkdir(parents=True)
+    gt = d/'UCF101v2-GT.pkl'; gt.write_bytes(pickle.dumps({'labels': ['a', 'b']}))
+    v = d/'videos'/'a.mp4'; v.write_bytes(b'\0' * 100)
+    k0 = data_fingerprint(d)
+    assert data_fingerprint(d) == k0
+    gt.write_bytes(pickle.dumps({'labels': ['a', 'c']}))   # same size, other content
+    k1 = data_fingerprint(d); assert k1 != k0
+    gt.write_bytes(gt.read_bytes()[:10])                    # truncated
+    k2 = data_fingerprint(d); assert k2 not in (k0, k1)
+    os.utime(v, ns=(1, 1)); assert data_fingerprint(d) != k2   # a replaced video (size or time) too
+
+
+def test_train_chain_set_and_show_config(tmp_path, capsys):
+    "`train chain --set` reaches every training stage that has the field (unknown keys refused); --show-config runs nothing."
+    from ovstad.cli import main as ovstad_main
+    base = ['train', 'chain', '--profile', 'smoke', '--runs-dir', str(tmp_path/'runs'), '--finetune', '{"beta": 0.3}']
+    assert ovstad_main(base + ['--align', '{}', '--set', 'steps=7', '--set', 'lr=1e-3', '--show-config']) == 0
+    out = capsys.readouterr().out
+    assert out.count('steps = 7 ') == 2 and out.count('lr = 0.001 ') == 2 and '# detect' in out
+    assert not (tmp_path/'runs').exists() or not list((tmp_path/'runs').glob('*/DONE.json')), '--show-config ran something'
+    for bad, msg in ((['--set', 'stepz=3'], 'did you mean steps'), (['--set', 'steps=-2'], 'steps')):
+        assert ovstad_main(base + bad + ['--plan']) == 2
+        assert msg in capsys.readouterr().err
