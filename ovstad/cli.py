@@ -23,11 +23,45 @@ def _command(g, name: str, help: str, description: str, examples: list[str], not
     return g.add_parser(name, help=help, description=description, formatter_class=_FMT,
                         epilog=(notes + '\n\n' if notes else '') + head + '\n' + '\n'.join('  ' + e for e in examples))
 
+def _number(kind, lo=None, hi=None, lo_open=False, what='a number'):
+    "An argparse type: `kind` (int or float) within [lo, hi] (lo excluded with `lo_open`), refused by argparse with the range otherwise."
+    import math, re as _re
+    def conv(text):
+        t = str(text).strip()
+        if kind is int and not _re.fullmatch(r'[+-]?\d{1,18}', t): raise argparse.ArgumentTypeError(f"{text!r} is not {what} (a whole number)")
+        try: v = kind(t)
+        except ValueError: raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if kind is float and not math.isfinite(v): raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if lo is not None and (v <= lo if lo_open else v < lo) or hi is not None and v > hi:
+            rng = f"{'(' if lo_open else '['}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+            raise argparse.ArgumentTypeError(f"{text} is outside {rng}")
+        return v
+    conv.__name__ = what.replace(' ', '_')
+    return conv
+
+_POS_INT, _COUNT = _number(int, 1, what='a positive whole number'), _number(int, 0, what='a count')
+_IOU = _number(float, 0, 1, lo_open=True, what='an IoU threshold')
+_UNIT = _number(float, 0, 1, what='a value in [0, 1]')
+
+def _device(text):
+    "An argparse type for --device: auto, cpu, mps, cuda or cuda:N."
+    import re as _re
+    if not _re.fullmatch(r'auto|cpu|mps|cuda(:\d+)?', str(text).strip()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device; use auto, cpu, cuda or cuda:N")
+    return str(text).strip()
+
+def _slurm_word(text):
+    "An argparse type for Slurm names (partition, account, qos): letters, digits and _ . , - only (no spaces, no options)."
+    import re as _re
+    if not _re.fullmatch(r'[A-Za-z0-9_.,-]+', str(text)) or str(text).startswith('-'):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a Slurm name (letters, digits, _ . , - only)")
+    return str(text)
+
 def _common(p, stage: str):
     p.add_argument('--profile', default=None, choices=PROFILES, help='smoke | mini (generated worlds) | full (settings.ini [full]); default: settings.ini [defaults] profile')
     p.add_argument('--data-root', default=None, help='folder of the world (default: data/<profile>, generated when missing)')
     p.add_argument('--runs-dir', default=None, help='parent folder of run folders (default: settings.ini [paths] runs)')
-    p.add_argument('--device', default=None, help='auto | cpu | cuda | cuda:N (default: settings.ini [defaults] device)')
+    p.add_argument('--device', default=None, type=_device, help='auto | cpu | cuda | cuda:N (default: settings.ini [defaults] device)')
     p.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
                    help=f'override a field of the {stage} config (repeatable); see --show-config for the fields')
     p.add_argument('--show-config', action='store_true', help='print the resolved config with its field comments and exit')
@@ -37,15 +71,15 @@ def _slurm_options(p, train: bool = False) -> None:
     p.add_argument('--executor', choices=['local', 'slurm'], default='local',
                    help='local: on this machine (default); slurm: every stage run one Slurm job via submitit, queued with afterok dependencies')
     g = p.add_argument_group('Slurm (with --executor slurm; defaults from settings.ini [slurm])')
-    g.add_argument('--partition', default=None, help='sbatch --partition')
-    g.add_argument('--gpus-per-node', '--gpus-per-run', dest='gpus_per_node', type=int, default=None, help='GPUs of each node of a run (e.g. 8)')
-    g.add_argument('--nodes', type=int, default=None, help='nodes per run (DDP across them)')
-    g.add_argument('--tasks-per-node', type=int, default=None, help='processes per node, one per GPU (DDP when nodes x tasks > 1)')
-    g.add_argument('--cpus-per-task', type=int, default=None, help='CPU cores of each process')
-    g.add_argument('--mem-gb', type=float, default=None, help='memory per node in GB (default: the partition\'s)')
-    g.add_argument('--time-min', type=int, default=None, help='time limit per job in minutes; a job stopped by it is requeued and resumes')
-    g.add_argument('--account', default=None, help='sbatch --account')
-    g.add_argument('--qos', default=None, help='sbatch --qos')
+    g.add_argument('--partition', default=None, type=_slurm_word, help='sbatch --partition')
+    g.add_argument('--gpus-per-node', '--gpus-per-run', dest='gpus_per_node', type=_COUNT, default=None, help='GPUs of each node of a run (e.g. 8)')
+    g.add_argument('--nodes', type=_POS_INT, default=None, help='nodes per run (DDP across them)')
+    g.add_argument('--tasks-per-node', type=_POS_INT, default=None, help='processes per node, one per GPU (DDP when nodes x tasks > 1)')
+    g.add_argument('--cpus-per-task', type=_POS_INT, default=None, help='CPU cores of each process')
+    g.add_argument('--mem-gb', type=_number(float, 0, lo_open=True, what='a memory size'), default=None, help='memory per node in GB (default: the partition\'s)')
+    g.add_argument('--time-min', type=_POS_INT, default=None, help='time limit per job in minutes; a job stopped by it is requeued and resumes')
+    g.add_argument('--account', default=None, type=_slurm_word, help='sbatch --account')
+    g.add_argument('--qos', default=None, type=_slurm_word, help='sbatch --qos')
     g.add_argument('--slurm-set', action='append', default=[], metavar='KEY=VALUE', help='any other sbatch option, e.g. constraint=a100 (repeatable)')
     if train: g.add_argument('--no-wait', action='store_true', help='submit and return; the job id and log are printed')
     else: g.add_argument('--dry-run', action='store_true', help='print the job graph (runs, what each needs, which are cached) and submit nothing')
@@ -63,7 +97,7 @@ def _add_synth(sub) -> None:
     p.add_argument('--profile', choices=WORLD_PROFILES, default='mini', help='world size: smoke (toy, seconds) or mini (thousands of clips, minutes)')
     p.add_argument('--out', required=True, help='output folder, e.g. data/mini (only the world\'s own files in it are replaced)')
     p.add_argument('--seed', type=int, default=0, help='random seed; the same seed gives identical annotations and frames')
-    p.add_argument('--workers', type=int, default=None, help='render processes (default: min(2, CPU count))')
+    p.add_argument('--workers', type=_POS_INT, default=None, help='render processes (default: min(2, CPU count))')
     p.add_argument('--force', action='store_true', help='rebuild even if world.json says this world is already built')
     p.add_argument('--quiet', action='store_true', help='no progress bar')
     p.set_defaults(func='ovstad.synth:_cmd_build')
@@ -92,7 +126,7 @@ def _add_data(sub) -> None:
     p.add_argument('--hcstvg', help='HC-STVG training JSON, or its dataset folder (train.json / anno_v2/train_v2.json)')
     p.add_argument('--vidstg', help='VidSTG train_annotations.json, or its folder (with vidor/annotation/ trajectories)')
     p.add_argument('--out', required=True, help='output folder')
-    p.add_argument('--fraction', type=float, default=1.0, help='keep this fraction of the pairs per source (whole sentences; Table 4)')
+    p.add_argument('--fraction', type=_number(float, 0, 1, lo_open=True, what='a fraction'), default=1.0, help='keep this fraction of the pairs per source (whole sentences; Table 4)')
     p.add_argument('--sources', default=None, help='comma-separated subset of hcstvg,vidstg (default: the ones given)')
     p.add_argument('--seed', type=int, default=0, help='seed of the fraction sampling')
     p.set_defaults(func='ovstad.benchmarks:_cmd_region_text')
@@ -113,8 +147,8 @@ def _add_models(sub) -> None:
                  'keys are an error.',
                  ['ovstad model inspect data/weights/ViCLIP-B_InternVid-FLT-10M.pth --image-size 256'])
     p.add_argument('checkpoint', help='path to a .pth file')
-    p.add_argument('--image-size', type=int, default=None, help='resample the spatial position embedding for this input side (pixels)')
-    p.add_argument('--num-frames', type=int, default=None, help='resample the temporal position embedding for this many frames')
+    p.add_argument('--image-size', type=_POS_INT, default=None, help='resample the spatial position embedding for this input side (pixels)')
+    p.add_argument('--num-frames', type=_POS_INT, default=None, help='resample the temporal position embedding for this many frames')
     p.set_defaults(func='ovstad.models:_cmd_inspect')
     p = _command(g, 'init',
                  'write a randomly initialised checkpoint',
@@ -139,8 +173,8 @@ def _add_eval(sub):
                        'into the GT labels, pixels)')
     p.add_argument('gt', help='ACT-style GT pickle (e.g. JHMDB-GT.pkl, UCF101v2-GT.pkl)')
     p.add_argument('detections', help='detections CSV (see below)')
-    p.add_argument('--split', type=int, default=1, help='test split to evaluate, 1-based (default: 1)')
-    p.add_argument('--iou', type=float, default=0.5, help='IoU threshold (default: 0.5)')
+    p.add_argument('--split', type=_POS_INT, default=1, help='test split to evaluate, 1-based (default: 1)')
+    p.add_argument('--iou', type=_IOU, default=0.5, help='IoU threshold (default: 0.5)')
     p.add_argument('--classes', nargs='+', help='class names or label indices to average over (default: all)')
     p.add_argument('--json', help='also write the summary to this JSON file')
     p.set_defaults(func='ovstad.eval:_cli_act')
@@ -160,7 +194,7 @@ def _add_eval(sub):
     p.add_argument('--unannotated', choices=['ignore', 'fp'], default='ignore',
                    help="detections on keyframes without GT: ignored (GT-key filter, default) or false positives "
                         "(the plain ActivityNet script)")
-    p.add_argument('--iou', type=float, default=0.5, help='IoU threshold (default: 0.5)')
+    p.add_argument('--iou', type=_IOU, default=0.5, help='IoU threshold (default: 0.5)')
     p.add_argument('--json', help='also write the summary to this JSON file')
     p.set_defaults(func='ovstad.eval:_cli_ava')
 
@@ -202,7 +236,7 @@ def _add_stages(sub) -> None:
     p.add_argument('--benchmark', default='ucf_jhmdb', choices=BENCHMARKS, help='benchmark (default: ucf_jhmdb)')
     p.add_argument('--align', default=None, help='JSON AlignConfig overrides to include alignment, e.g. \'{"beta": 1.0}\' ({} = recipe)')
     p.add_argument('--finetune', default=None, help='JSON FinetuneConfig overrides to include finetuning, e.g. \'{"beta": 0.3}\'')
-    p.add_argument('--eval-beta', type=float, default=None, help='fusion ratio at inference (default: the finetune\'s, else the align\'s, else 0)')
+    p.add_argument('--eval-beta', type=_UNIT, default=None, help='fusion ratio at inference (default: the finetune\'s, else the align\'s, else 0)')
     p.add_argument('--seed', type=int, default=0, help='seed of the training runs')
     p.add_argument('--plan', action='store_true', help='print the runs and their commands without running anything')
     _common(p, 'chain'); p.set_defaults(func='ovstad.stages:_cmd_chain', overrides=[])
@@ -259,15 +293,15 @@ def _add_explore(sub):
     g.add_argument('--boxes', help='person boxes file (CSV or frame-proposals pickle, see below)')
     g.add_argument('--detector', default='auto', choices=['auto', 'torchvision', 'hog'], help='person detector when no --boxes (default auto)')
     p.add_argument('--detector-weights', help='torchvision detector weights file (fasterrcnn_resnet50_fpn_v2 layout)')
-    p.add_argument('--person-threshold', type=float, default=0.5, help='minimum person-detector score (default 0.5)')
+    p.add_argument('--person-threshold', type=_UNIT, default=0.5, help='minimum person-detector score (default 0.5)')
     p.add_argument('--checkpoint', help="ViCLIP-layout checkpoint, or smoke/mini/b16 for random weights")
     p.add_argument('--out', required=True, help='detections CSV to write')
     p.add_argument('--viz', help='also write an overlay video here (mp4)')
-    p.add_argument('--fps-keyframes', type=float, default=1.0, help='keyframes per second (default 1, as AVA)')
-    p.add_argument('--beta', type=float, default=0.3, help='fusion weight of the region feature (default 0.3)')
-    p.add_argument('--num-frames', type=int, help="frames per clip (default: the model's)")
+    p.add_argument('--fps-keyframes', type=_number(float, 0, 60, lo_open=True, what='keyframes per second'), default=1.0, help='keyframes per second, at most 60 (default 1, as AVA)')
+    p.add_argument('--beta', type=_UNIT, default=0.3, help='fusion weight of the region feature (default 0.3)')
+    p.add_argument('--num-frames', type=_POS_INT, help="frames per clip (default: the model's)")
     p.add_argument('--stride', default='auto', help="frame stride within a clip (default auto: 1 for UCF101-24/JHMDB and 8 for AVA dataset folders, as the benchmarks train; else about 1 s per clip)")
-    p.add_argument('--device', default='cpu', help='cpu, cuda, auto (default cpu)')
+    p.add_argument('--device', default='cpu', type=_device, help='cpu, cuda, auto (default cpu)')
     p.set_defaults(func='ovstad.explore:_cmd_detect')
     return p
 
@@ -290,7 +324,7 @@ def _add_tables(sub) -> None:
     p.add_argument('--pretrain-from-scratch', action='store_true',
                    help="mini: pretrain the mini ViCLIP in the chain (about 20 min more on 2 cores) instead of starting from the "
                         "shipped data/viclip-mini/viclip-mini.pt (settings.ini [mini] viclip_checkpoint)")
-    p.add_argument('--device', default=s.get('defaults', 'device', 'auto'), help='auto | cpu | cuda | cuda:N')
+    p.add_argument('--device', default=s.get('defaults', 'device', 'auto'), type=_device, help='auto | cpu | cuda | cuda:N')
     p.add_argument('--gpus', default=None, help='GPU ids to spread independent runs over, one run per GPU, e.g. 0,1,2,3')
     p.add_argument('--runs-dir', default=None, help='run cache folder (default: settings.ini [paths] runs)')
     p.add_argument('--reports-dir', default=None, help='where the tables go (default: settings.ini [paths] reports)')

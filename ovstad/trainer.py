@@ -121,14 +121,22 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise OvstadError(f"--set {key}={value!r}: expected a boolean (true/false)")
     if tp is int:
         if isinstance(value, bool): raise OvstadError(f"--set {key}={value!r}: expected an integer")
-        if isinstance(value, int): return value
-        try: f = float(value)
-        except (TypeError, ValueError): raise OvstadError(f"--set {key}={value!r}: expected an integer") from None
-        if not f.is_integer(): raise OvstadError(f"--set {key}={value!r}: expected an integer")
-        return int(f)
+        if isinstance(value, int): v = value
+        else:
+            s = str(value).strip()
+            if re.fullmatch(r'[+-]?\d+', s): v = int(s)   # exact, however long (no rounding through float)
+            else:
+                try: f = float(value)
+                except (TypeError, ValueError): raise OvstadError(f"--set {key}={value!r}: expected an integer") from None
+                if not (math.isfinite(f) and f.is_integer()): raise OvstadError(f"--set {key}={value!r}: expected an integer")
+                v = int(f)
+        if abs(v) > 2**53: raise OvstadError(f"--set {key}={value!r}: {v} is too large to be meant; give a value below 2**53")
+        return v
     if tp is float:
-        try: return float(value)
+        try: f = float(value)
         except (TypeError, ValueError): raise OvstadError(f"--set {key}={value!r}: expected a number") from None
+        if not math.isfinite(f): raise OvstadError(f"--set {key}={value!r}: expected a finite number")
+        return f
     if tp is str: return str(value)
     if origin in (list, tuple) or tp in (list, tuple):
         if isinstance(value, str):

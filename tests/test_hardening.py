@@ -315,3 +315,26 @@ def test_train_chain_set_and_show_config(tmp_path, capsys):
     for bad, msg in ((['--set', 'stepz=3'], 'did you mean steps'), (['--set', 'steps=-2'], 'steps')):
         assert ovstad_main(base + bad + ['--plan']) == 2
         assert msg in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('args, msg', [
+    ('eval ava GT DET MAP --iou 2', '--iou: 2 is outside (0, 1]'), ('eval ava GT DET MAP --iou -1', '--iou: -1 is outside'),
+    ('eval act GT DET --iou 0', '--iou: 0 is outside'), ('model inspect X --num-frames -2', '--num-frames: -2 is outside'),
+    ('model inspect X --image-size 0', '--image-size: 0 is outside'), ('mini build --workers -3', '--workers: -3 is outside'),
+    ('train finetune --device tpu9', "'tpu9' is not a device"), ('detect V --fps-keyframes 1e9', '--fps-keyframes: 1e9 is outside'),
+    ('train finetune --executor slurm --mem-gb -5', '--mem-gb: -5 is outside'),
+    ('train finetune --executor slurm --partition gpu --wrap=evil', 'unrecognized arguments: --wrap=evil'),
+    ("train finetune --executor slurm --partition gpu;rm", "'gpu;rm' is not a Slurm name"),
+])
+def test_cli_refuses_out_of_range_arguments(args, msg, capsys):
+    "Out-of-range numbers, unknown devices and option-like Slurm names are argparse errors (exit 2, the range named), never a traceback or a silent success."
+    from ovstad.cli import main as ovstad_main
+    with pytest.raises(SystemExit) as e: ovstad_main(args.split())
+    assert e.value.code == 2 and msg in capsys.readouterr().err
+
+
+def test_set_integers_are_exact_and_bounded():
+    from ovstad.stages import get_recipe
+    assert override(get_recipe('finetune', profile='smoke'), ['steps=1e3']).steps == 1000
+    with pytest.raises(OvstadError, match='too large'): override(get_recipe('finetune', profile='smoke'), ['steps=999999999999999999999'])
+    with pytest.raises(OvstadError, match='finite'): override(get_recipe('finetune', profile='smoke'), ['lr=inf'])
