@@ -374,7 +374,9 @@ def _leaves(p: argparse.ArgumentParser):
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `ovstad` console command; returns the exit status."
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
-    p = build_parser()
+    try: p = build_parser()   # reads settings.ini for some defaults
+    except OvstadError as e:
+        print(f"ovstad: error: {e}", file=sys.stderr); return 2
     args = p.parse_args(argv)
     if getattr(args, 'func', None) is None:
         p.print_help(); return 2

@@ -44,7 +44,13 @@ class Settings:
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else project_root()/'settings.ini'
         self.cp = configparser.ConfigParser(inline_comment_prefixes=('#',))
-        if self.path.exists(): self.cp.read(self.path)
+        if self.path.is_dir(): raise OvstadError(f"{self.path} is a folder; settings.ini must be a file (see the project's settings.ini)")
+        if self.path.exists():
+            try: self.cp.read(self.path)
+            except (configparser.Error, UnicodeDecodeError) as e:
+                first = str(e).splitlines()[0]
+                raise OvstadError(f"{self.path} is not a readable settings file ({type(e).__name__}: {first}); fix that line "
+                                  "or restore the file from the repository (`git checkout -- settings.ini`)") from None
     def get(self, section: str, key: str, default: Any = None) -> Any:
         env = os.environ.get(f'OVSTAD_{section.upper()}_{key.upper()}')
         if env is not None: return env
@@ -65,7 +71,9 @@ def resolve_device(device: str | torch.device | None = 'auto') -> torch.device:
     import torch
     if isinstance(device, torch.device): return device
     if device in (None, '', 'auto'): return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    d = torch.device(device)
+    try: d = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise OvstadError(f"{device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if d.type == 'cuda' and not torch.cuda.is_available():
         raise OvstadError(f"device {device!r} was asked for but CUDA is not available here; use --device cpu or auto")
     return d
@@ -79,14 +87,21 @@ def seed_everything(seed: int) -> None:
 # %% ../nbs/00_core.ipynb #0fcbe7d9
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = 'w', **kw):
-    "Open a temporary file next to `path`; on success fsync and rename it to `path`, on error remove it."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    """Open a temporary file next to `path`; on success fsync and rename it to `path`, on error remove it. A `path` that is a
+    folder, or whose folder cannot be made or written, raises `OvstadError` naming it before anything is written."""
+    path = Path(path)
+    if path.is_dir(): raise OvstadError(f"{path} is a folder; give a file path to write (e.g. {path/'out'}{path.suffix or ''})")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    except OSError as e:
+        raise OvstadError(f"cannot write {path}: {e.strerror or e} ({path.parent}); choose another path or fix its permissions") from None
     try:
         with os.fdopen(fd, mode, **kw) as f:
             yield f
             f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try: os.replace(tmp, path)
+        except OSError as e: raise OvstadError(f"cannot write {path}: {e.strerror or e}; choose another path") from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         raise

@@ -384,17 +384,21 @@ def read_captions(path: str | Path) -> list[tuple[str, str]]:
         for k in ('pairs', 'items', 'annotations', 'videos'):  # a wrapper object
             if isinstance(data.get(k), list): data = data[k]; break
     out = []
+    def caps_of(c, where):
+        cs = [c] if isinstance(c, str) else c if isinstance(c, list) else None
+        if cs is None or not all(isinstance(x, str) and x.strip() for x in cs):
+            raise OvstadError(f"{path}: {where}: a caption must be a non-empty string or a list of them, got {c!r:.80}")
+        return cs
     if isinstance(data, dict):
         for v, c in data.items():
-            for cap in ([c] if isinstance(c, str) else list(c)): out.append((str(v), str(cap)))
+            for cap in caps_of(c, f"video {v!r}"): out.append((str(v), cap))
     elif isinstance(data, list):
         for i, r in enumerate(data):
             if not isinstance(r, dict): raise OvstadError(f"{path}: record {i} is a {type(r).__name__}, expected an object")
             vk = next((k for k in _VKEYS if k in r), None); ck = next((k for k in _CKEYS if k in r), None)
             if vk is None or ck is None:
                 raise OvstadError(f"{path}: record {i} lacks a video ({'/'.join(_VKEYS)}) or a caption ({'/'.join(_CKEYS)}) field: {sorted(r)}")
-            caps = r[ck]
-            for cap in ([caps] if isinstance(caps, str) else list(caps)): out.append((str(r[vk]), str(cap)))
+            for cap in caps_of(r[ck], f"record {i} ({ck})"): out.append((str(r[vk]), cap))
     else: raise OvstadError(f"{path}: expected a list of records or a mapping, got {type(data).__name__}")
     if not out: raise OvstadError(f"{path} holds no video-caption pairs")
     return out

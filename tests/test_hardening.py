@@ -338,3 +338,27 @@ def test_set_integers_are_exact_and_bounded():
     assert override(get_recipe('finetune', profile='smoke'), ['steps=1e3']).steps == 1000
     with pytest.raises(OvstadError, match='too large'): override(get_recipe('finetune', profile='smoke'), ['steps=999999999999999999999'])
     with pytest.raises(OvstadError, match='finite'): override(get_recipe('finetune', profile='smoke'), ['lr=inf'])
+
+
+def test_outputs_that_are_folders_get_a_clear_error(tmp_path, capsys):
+    "An output path naming a folder is an error naming it (no IsADirectoryError traceback), on the library call and the CLI."
+    from ovstad.cli import main as ovstad_main
+    from ovstad.core import atomic_save_json
+    d = tmp_path/'out'; d.mkdir()
+    with pytest.raises(OvstadError, match='is a folder; give a file path'): atomic_save_json({'a': 1}, d)
+    assert ovstad_main(['model', 'init', '--config', 'smoke', '--out', str(d)]) == 2
+    assert 'is a folder' in capsys.readouterr().err and not list(d.iterdir())
+    f = tmp_path/'file'; f.write_text('x')
+    with pytest.raises(OvstadError, match='cannot write'): atomic_save_json({'a': 1}, f/'sub.json')
+
+
+def test_malformed_settings_and_captions_are_named(tmp_path, monkeypatch, capsys):
+    "A malformed settings.ini in the working folder and a non-string caption are errors naming the file, never tracebacks."
+    from ovstad.cli import main as ovstad_main
+    from ovstad.data import read_captions
+    monkeypatch.chdir(tmp_path)
+    (tmp_path/'settings.ini').write_text('[defaults\nprofile = mini\n')
+    assert ovstad_main(['train', 'finetune', '--show-config']) == 2
+    assert 'settings.ini is not a readable settings file' in capsys.readouterr().err
+    (tmp_path/'captions.json').write_text(json.dumps([{'video': 'a', 'caption': 3}]))
+    with pytest.raises(OvstadError, match=r"record 0 \(caption\): a caption must be a non-empty string"): read_captions(tmp_path)
