@@ -6,7 +6,7 @@ Docs: https://github.com/ovstad/ovstad/synth.html.md"""
 
 # %% ../nbs/06_synth.ipynb #2cf58cab
 from __future__ import annotations
-import json, math, os, pickle, shutil, sys, time
+import contextlib, json, math, os, pickle, shutil, sys, time
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, asdict
@@ -843,6 +843,14 @@ def write_vidstg(root: Path, recs: list) -> dict:
     return {s: len(d) for s, d in out.items()}
 
 # %% ../nbs/06_synth.ipynb #7811584d
+def _die_with_parent(parent: int):
+    """Render-pool initializer: the worker is killed when the process that started it dies (Linux `PR_SET_PDEATHSIG`),
+    so a killed build leaves no worker behind holding the world's `.build.lock` (which forked workers share)."""
+    if sys.platform.startswith('linux'):
+        import ctypes, signal
+        with contextlib.suppress(Exception): ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent: os._exit(1)   # the parent died before the line above ran
+
 def _run_jobs(jobs, workers, progress):
     from tqdm.auto import tqdm
     bar = tqdm(total=len(jobs), desc='rendering clips', unit='clip', disable=not progress)
@@ -852,7 +860,7 @@ def _run_jobs(jobs, workers, progress):
     else:
         import multiprocessing as mp
         ctx = mp.get_context('fork' if sys.platform != 'win32' else 'spawn')
-        with ProcessPoolExecutor(workers, mp_context=ctx) as ex:
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_die_with_parent, initargs=(os.getpid(),)) as ex:
             for r in ex.map(make_item, jobs, chunksize=16): recs.append(r); bar.update()
     bar.close()
     return recs

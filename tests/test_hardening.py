@@ -362,3 +362,22 @@ def test_malformed_settings_and_captions_are_named(tmp_path, monkeypatch, capsys
     assert 'settings.ini is not a readable settings file' in capsys.readouterr().err
     (tmp_path/'captions.json').write_text(json.dumps([{'video': 'a', 'caption': 3}]))
     with pytest.raises(OvstadError, match=r"record 0 \(caption\): a caption must be a non-empty string"): read_captions(tmp_path)
+
+
+def test_killed_world_build_leaves_no_lock_behind(tmp_path):
+    "SIGKILL of a `mini build` mid-render, then the same command: its workers died with it, so the rebuild starts at once."
+    import signal, time
+    out = tmp_path/'w'
+    cmd = [sys.executable, '-m', 'ovstad', 'mini', 'build', '--profile', 'smoke', '--out', str(out), '--workers', '2']
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out/'.build.lock').exists() and time.time() < deadline and p.poll() is None: time.sleep(0.05)
+    time.sleep(1.0)   # rendering under way
+    assert p.poll() is None, 'the build finished before it could be killed'
+    p.kill(); p.wait()
+    t0 = time.time()
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'another process is building' not in r.stderr, 'the rebuild waited on a dead build'
+    assert (out/'world.json').exists() and time.time() - t0 < 240
