@@ -518,6 +518,9 @@ def from_checkpoint(cls: ViCLIP, path: str | Path,          # a real ViCLIP `.pt
     with torch.device('meta'): model = cls(cfg)   # no wasted random init; the file's tensors are assigned
     _check_compatible(model, sd, str(path))
     sd = {k: (t.float() if t.is_floating_point() else t) for k, t in sd.items()}  # half-precision files load as float32
+    bad = [k for k, t in sd.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad: raise OvstadError(f"{path}: {len(bad)} tensor(s) hold NaN or infinite values ({', '.join(bad[:4])}"
+                              f"{', ...' if len(bad) > 4 else ''}): the weights are damaged (a diverged run?); use an earlier checkpoint")
     model.load_state_dict(sd, strict=True, assign=True)
     model.load_report = LoadReport(str(path), layout, cfg.name, len(sd), sum(t.numel() for t in sd.values()), resampled, sorted(other))
     model.checkpoint_extras = {k: v for k, v in other.items() if _plain(v)}  # e.g. ovstad_tau: no second torch.load needed

@@ -346,7 +346,11 @@ def load_run(path: str | Path, config_cls: type | None = None) -> Run:
     "A `Run` object for an existing run folder (its config rebuilt with `config_cls`, else kept as a dict)."
     path = Path(path)
     if not (path/'config.json').exists(): raise OvstadError(f"{path} is not a run folder (no config.json)")
-    meta = json.loads((path/'config.json').read_text())
+    try: meta = json.loads((path/'config.json').read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise OvstadError(f"{path}/config.json is not readable JSON ({e}); the run folder is damaged, delete it and rerun") from None
+    want = config_cls.__name__.removesuffix('Config').lower() if config_cls else None
+    if want in ('pretrain', 'align', 'finetune', 'detect', 'evaluate') and meta.get('stage') != want:
+        raise OvstadError(f"{path} is a {meta.get('stage')} run, not a {want} run; give a {want} run folder (runs/{want}-*)")
     r = Run.__new__(Run)
     r.stage, r.inputs, r.input_ids, r.id, r.path = meta['stage'], meta['inputs'], meta['inputs'], path.name, path
     r.config = config_from_dict(config_cls, meta['config']) if config_cls else meta['config']

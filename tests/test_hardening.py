@@ -381,3 +381,18 @@ def test_killed_world_build_leaves_no_lock_behind(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert 'another process is building' not in r.stderr, 'the rebuild waited on a dead build'
     assert (out/'world.json').exists() and time.time() - t0 < 240
+
+
+def test_nan_weights_and_wrong_run_kinds_are_named(tmp_path, capsys):
+    "A checkpoint with NaN weights is refused naming a tensor (no CSV of empty scores); `evaluate` on a pretrain run says what it is."
+    from ovstad.cli import main as ovstad_main
+    from ovstad.models import ViCLIP
+    from ovstad.trainer import Run
+    m = ViCLIP.from_config('smoke')
+    with torch.no_grad(): m.vision_encoder.proj.fill_(float('nan'))
+    p = m.save_checkpoint(tmp_path/'nan.pt')
+    with pytest.raises(OvstadError, match=r'NaN or infinite values \(vision_encoder.proj'): ViCLIP.from_checkpoint(p)
+    assert ovstad_main(['model', 'inspect', str(p)]) == 2 and 'NaN or infinite' in capsys.readouterr().err
+    r = Run('pretrain', TrainConfig(steps=1), [], tmp_path/'runs'); r.prepare(); r.finish({}, None)
+    assert ovstad_main(['evaluate', str(r.path)]) == 2
+    assert 'is a pretrain run, not a detect run' in capsys.readouterr().err
