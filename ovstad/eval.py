@@ -337,13 +337,22 @@ def read_ava_table(src,                # AVA CSV path or DataFrame (7 or 8 colum
                           f"({','.join(map(str, df.iloc[0].tolist()))[:80]}); AVA CSVs have no header: remove the header line")
     if nan.any(): raise _bad_rows(what, df, nan, 'have a NaN or non-numeric timestamp, coordinate, action id' +
                                   (' or score' if kind == 'det' else ''), 'Every row needs finite numbers there.')
+    inf = ~np.isfinite(num[need].to_numpy(np.float64)).all(axis=1)
+    if inf.any(): raise _bad_rows(what, df, inf, 'have an infinite number', 'Every row needs finite numbers there.')
     for c in ('timestamp', 'action_id'):
         v = num[c].to_numpy()
         bad = v != np.round(v)
         if bad.any(): raise _bad_rows(what, df, bad, f'have a non-integer {c}', f'{c} is an integer in the AVA CSV.')
+        bad = (v < 0) | (v >= 2**31)   # beyond int32 an id cannot be meant (and int64 would wrap it)
+        if bad.any(): raise _bad_rows(what, df, bad, f'have a {c} outside [0, 2**31)', f'{c} is a small non-negative integer in the AVA CSV.')
     for a, b in (('x1', 'x2'), ('y1', 'y2')):
         bad = (num[b] < num[a]).to_numpy()
         if bad.any(): raise _bad_rows(what, df, bad, f'have {b} < {a}', 'Boxes are x1, y1, x2, y2, normalized to [0, 1].')
+    if kind != 'gt':   # detections may stray a little outside the frame (the official evaluator takes them), not arbitrarily
+        box = num[['x1', 'y1', 'x2', 'y2']].to_numpy()
+        bad = ((box < -0.5) | (box > 1.5)).any(axis=1)
+        if bad.any(): raise _bad_rows(what, df, bad, 'have box coordinates far outside [0, 1]',
+                                      'AVA boxes are normalized by the frame size (pixel boxes: divide by width and height).')
     if kind == 'gt':
         box = num[['x1', 'y1', 'x2', 'y2']].to_numpy()
         bad = ((box < 0) | (box > 1)).any(axis=1)

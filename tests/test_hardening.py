@@ -396,3 +396,13 @@ def test_nan_weights_and_wrong_run_kinds_are_named(tmp_path, capsys):
     r = Run('pretrain', TrainConfig(steps=1), [], tmp_path/'runs'); r.prepare(); r.finish({}, None)
     assert ovstad_main(['evaluate', str(r.path)]) == 2
     assert 'is a pretrain run, not a detect run' in capsys.readouterr().err
+
+
+def test_ava_rows_with_absurd_numbers_are_named(tmp_path):
+    "An action id beyond int32 (which int64 parsing would wrap), an infinite or far-out box in an AVA CSV: refused naming the line."
+    from ovstad.eval import read_ava_table
+    for row, msg in (('v,902,0.1,0.1,0.5,0.5,99999999999999999999,0.9', 'action_id outside'),
+                     ('v,902,0.1,0.1,1e308,0.5,3,0.9', 'far outside'), ('v,902,0.1,0.1,0.5,0.5,3,inf', 'infinite')):
+        p = tmp_path/'det.csv'; p.write_text('v,902,0.1,0.1,0.5,0.5,3,0.5\n' + row + '\n')
+        with pytest.raises(OvstadError, match=msg) as e: read_ava_table(p, 'det')
+        assert ':2' in str(e.value), str(e.value)
