@@ -13,11 +13,17 @@ from typing import Callable
 from .core import OvstadError, Settings, atomic_save_json, file_lock
 
 # %% auto #0
-__all__ = ['ACTIVE', 'SlurmConfig', 'parse_extra', 'StageJob', 'job_states', 'job_dir', 'read_job', 'stage_argv', 'submit_run',
-           'submit_runs', 'run_status', 'status_line', 'watch', 'failed_runs', 'job_graph', 'print_graph',
+__all__ = ['ACTIVE', 'require_slurm', 'SlurmConfig', 'parse_extra', 'StageJob', 'job_states', 'job_dir', 'read_job', 'stage_argv',
+           'submit_run', 'submit_runs', 'run_status', 'status_line', 'watch', 'failed_runs', 'job_graph', 'print_graph',
            'submit_train']
 
 # %% ../nbs/07c_cluster.ipynb #abda4b24
+def require_slurm() -> None:
+    "Raise `OvstadError` before any work when Slurm's `sbatch` is not reachable here (`--executor slurm`)."
+    if shutil.which('sbatch') is None:
+        raise OvstadError("--executor slurm needs Slurm (sbatch on PATH), which this machine does not have; run from a Slurm "
+                          "login node, or use --executor local (the default)")
+
 @dataclass
 class SlurmConfig:
     "Slurm resources of one stage run's job (settings.ini `[slurm]`, then command-line overrides)."

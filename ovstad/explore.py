@@ -1101,7 +1101,13 @@ def _cmd_detect(a) -> int:
     print(f"checkpoint: {ckpt}", file=sys.stderr)
     det = _probe_detector(ckpt, beta=a.beta, device=a.device)
     boxes = pdet = None
-    if a.boxes: boxes = read_box_file(a.boxes, Path(a.video).stem, info['fps'], info['size'])
+    if a.boxes:
+        boxes = read_box_file(a.boxes, Path(a.video).stem, info['fps'], info['size'])
+        n = int(info.get('n_frames') or info.get('frames') or 0)
+        late = sorted(k for k in boxes if k < 0 or (n and k >= n))
+        if late:
+            raise OvstadError(f"{a.boxes}: {len(late)} frame(s) with boxes lie outside {a.video}'s frames 0..{n - 1} (first: "
+                              f"{late[0]}); boxes CSV frames are 0-based frame indices (timestamps: seconds), check the file")
     else:
         pdet = PersonDetector(a.detector, weights=a.detector_weights, score_threshold=a.person_threshold, device=a.device)
         print(f"person boxes: {pdet}", file=sys.stderr)

@@ -816,7 +816,8 @@ def _report(run: Run) -> int:
 
 def _train_slurm(a, c, cfg) -> int:
     "`ovstad train STAGE --executor slurm`: the same command (plus --resume) as one Slurm job; waits unless --no-wait."
-    from ovstad.cluster import SlurmConfig, submit_train
+    from ovstad.cluster import SlurmConfig, require_slurm, submit_train
+    require_slurm()   # before the start checkpoint is made (or pretrained) here
     runs_dir = Path(c['runs_dir']).resolve()
     init = Path(a.init).resolve() if a.init else None
     if a.stage != 'pretrain' and init is None: init = _init_arg(a, c)

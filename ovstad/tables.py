@@ -1452,6 +1452,9 @@ def reproduce(profile: str = 'mini', tables=None, device: str = 'auto', gpus=Non
     `dry_run` (slurm): return (and log) the job graph without submitting anything."""
     if executor not in ('local', 'slurm'): raise OvstadError(f"unknown executor {executor!r}; use local or slurm")
     if dry_run and executor != 'slurm': raise OvstadError("--dry-run prints the Slurm job graph; give it with --executor slurm")
+    if executor == 'slurm' and not dry_run:
+        from ovstad.cluster import require_slurm
+        require_slurm()   # before any world is built or run is made here
     tables = parse_tables(tables) if not isinstance(tables, (list, tuple)) else parse_tables(','.join(map(str, tables)))
     if profile not in ('smoke', 'mini', 'full'): raise OvstadError(f"unknown profile {profile!r}; use smoke, mini or full")
     cwd = Path(cwd or Path.cwd()).resolve()

@@ -99,6 +99,11 @@ class TrainConfig:
     progress: bool = opfield(True)   # show a tqdm progress bar (rank 0 only)
     find_unused: bool = opfield(True)  # DDP find_unused_parameters (needed when some trainable parameters get no gradient)
     def __post_init__(self): check_config(self)  # a config that cannot train is refused when it is built, naming the field
+    def check(self):
+        "Fields that only make sense together (called by `check_config`)."
+        if self.batch_size % self.accum:
+            raise OvstadError(f"{type(self).__name__}: batch_size={self.batch_size} is not a multiple of accum={self.accum}; "
+                              f"give e.g. --set accum={max(d for d in range(1, self.accum + 1) if self.batch_size % d == 0)}")
 
 # %% ../nbs/07_trainer.ipynb #a878dd5d
 def _coerce(value: Any, tp: Any, key: str) -> Any:

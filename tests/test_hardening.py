@@ -406,3 +406,27 @@ def test_ava_rows_with_absurd_numbers_are_named(tmp_path):
         p = tmp_path/'det.csv'; p.write_text('v,902,0.1,0.1,0.5,0.5,3,0.5\n' + row + '\n')
         with pytest.raises(OvstadError, match=msg) as e: read_ava_table(p, 'det')
         assert ':2' in str(e.value), str(e.value)
+
+
+def test_detect_boxes_beyond_the_video_are_named(tmp_path, capsys):
+    "A --boxes row at a frame the video does not have is an error naming the file and frame, not 0 detections with rc 0."
+    from ovstad.cli import main as ovstad_main
+    video = SHARED/'videos'/'arm_wrestling.mp4'
+    if not video.exists(): pytest.skip(f'{video} not present')
+    b = tmp_path/'boxes.csv'; b.write_text('frame,x1,y1,x2,y2\n99999,10,10,50,80\n')
+    rc = ovstad_main(['detect', str(video), '--boxes', str(b), '--checkpoint', 'smoke', '--prompts', 'a person waving',
+                      '--out', str(tmp_path/'d.csv')])
+    err = capsys.readouterr().err
+    assert rc == 2 and 'lie outside' in err and '99999' in err and not (tmp_path/'d.csv').exists()
+
+
+def test_slurm_missing_and_bad_accum_are_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    "--executor slurm without sbatch, and accum that does not divide the batch: refused at once (no pretraining first, no run folder)."
+    from ovstad import cluster
+    from ovstad.cli import main as ovstad_main
+    monkeypatch.setattr(cluster.shutil, 'which', lambda name: None)
+    runs = tmp_path/'runs'
+    assert ovstad_main(['train', 'finetune', '--profile', 'smoke', '--runs-dir', str(runs), '--executor', 'slurm']) == 2
+    assert 'needs Slurm (sbatch on PATH)' in capsys.readouterr().err and not runs.exists()
+    assert ovstad_main(['train', 'finetune', '--profile', 'smoke', '--runs-dir', str(runs), '--set', 'accum=3']) == 2
+    assert 'not a multiple of accum=3' in capsys.readouterr().err and not runs.exists()
