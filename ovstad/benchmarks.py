@@ -483,6 +483,8 @@ class RegionTextDataset(torch.utils.data.Dataset):
 def _cmd_region_text(args) -> int:
     if args.sources is None: args.sources = [s for s in SOURCES if getattr(args, s)] or None
     if not args.sources: raise OvstadError("give --hcstvg and/or --vidstg")
+    from ovstad.core import ensure_folder
+    ensure_folder(args.out, '--out')
     st = build_region_text_pairs(hcstvg=args.hcstvg, vidstg=args.vidstg, out=args.out, fraction=args.fraction,
                                  sources=args.sources, seed=args.seed)
     print(stats_markdown(st['sources']), end='')

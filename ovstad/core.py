@@ -19,8 +19,8 @@ __all__ = ['TRUST_ENV', 'HARMLESS_GLOBALS', 'PROFILES', 'WORLD_PROFILES', 'BENCH
            'RunNotMade', 'project_root', 'Settings', 'resolve_device', 'seed_everything', 'atomic_write',
            'atomic_save_json', 'atomic_torch_save', 'file_lock', 'CheckpointRefused', 'CheckpointUnreadable',
            'checkpoints_trusted', 'trust_checkpoints', 'unsafe_globals', 'load_checkpoint', 'ensure_writable',
-           'file_digest', 'relative_to', 'stable_hash', 'pbtxt_quote', 'pbtxt_unquote', 'parse_label_map', 'ClassList',
-           'cli_group']
+           'ensure_folder', 'file_digest', 'relative_to', 'stable_hash', 'pbtxt_quote', 'pbtxt_unquote',
+           'parse_label_map', 'ClassList', 'cli_group']
 
 # %% ../nbs/00_core.ipynb #b6c187e0
 class OvstadError(Exception):
@@ -254,6 +254,12 @@ def ensure_writable(path: str | Path, what: str = 'output') -> Path:
         raise OvstadError(f"{what} {p} is read-only; choose another path or fix its permissions")
     _probe(a, p, what)
     return p
+
+def ensure_folder(path: str | Path, what: str = 'output folder') -> Path:
+    "Check, before any work, that `path` is (or can become) a writable folder, not a file; returns it."
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir(): raise OvstadError(f"{what} {p} is a file, not a folder; give a folder (it is created when missing)")
+    return ensure_writable(p, what)
 
 def file_digest(path: str | Path) -> dict:
     "`{'bytes': size, 'sha256': hex}` of a file (read in 1 MiB blocks)."

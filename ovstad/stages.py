@@ -344,6 +344,8 @@ def _save_detector(det, path: Path, run: Run) -> None:
 
 # %% ../nbs/07b_stages.ipynb #f194d0dc
 def _pretrain_run(cfg: PretrainConfig, runs_dir, profile: str, data_root=None, data=None) -> tuple[Run, Path]:
+    if data is not None and not Path(data).is_dir():
+        raise OvstadError(f"--data {data} is {'a file' if Path(data).exists() else 'missing'}; give a video-text folder (captions.json + videos/)")
     root = Path(data) if data else data_roots(profile, data_root)['pretrain']
     if root is None: raise OvstadError("pretraining on the full profile needs a video-text folder: --data DIR (captions.json + videos/)")
     return Run('pretrain', cfg, [data_fingerprint(root)], runs_dir), root

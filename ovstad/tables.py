@@ -1459,6 +1459,8 @@ def reproduce(profile: str = 'mini', tables=None, device: str = 'auto', gpus=Non
     if profile not in ('smoke', 'mini', 'full'): raise OvstadError(f"unknown profile {profile!r}; use smoke, mini or full")
     cwd = Path(cwd or Path.cwd()).resolve()
     runs_dir, reports_dir = (cwd/runs_dir).resolve(), (cwd/reports_dir).resolve()
+    from ovstad.core import ensure_folder
+    ensure_folder(reports_dir, '--reports-dir'); ensure_folder(runs_dir, '--runs-dir')   # before any run
     if profile == 'full': require_full_layout()
     if data_root is not None:
         data_root = (cwd/data_root).resolve()

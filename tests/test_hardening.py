@@ -430,3 +430,15 @@ def test_slurm_missing_and_bad_accum_are_refused_before_any_work(tmp_path, monke
     assert 'needs Slurm (sbatch on PATH)' in capsys.readouterr().err and not runs.exists()
     assert ovstad_main(['train', 'finetune', '--profile', 'smoke', '--runs-dir', str(runs), '--set', 'accum=3']) == 2
     assert 'not a multiple of accum=3' in capsys.readouterr().err and not runs.exists()
+
+
+def test_folder_options_naming_a_file_are_refused(tmp_path, capsys):
+    "--reports-dir, --data and data region-text --out naming a file: one clear error each, before any work."
+    from ovstad.cli import main as ovstad_main
+    f = tmp_path/'afile'; f.write_text('x')
+    for argv, msg in ((['reproduce', '--profile', 'smoke', '--reports-dir', str(f)], 'is a file, not a folder'),
+                      (['train', 'pretrain', '--profile', 'smoke', '--data', str(f), '--runs-dir', str(tmp_path/'r')], 'is a file; give a video-text folder'),
+                      (['data', 'region-text', '--vidstg', str(SHARED/'vidstg'), '--out', str(f)], 'is a file, not a folder')):
+        assert ovstad_main(argv) == 2, argv
+        assert msg in capsys.readouterr().err, argv
+    assert not (tmp_path/'r').exists()
