@@ -6,7 +6,7 @@ Docs: https://github.com/ovstad/ovstad/tables.html.md"""
 
 # %% ../nbs/09_tables.ipynb #de1aec30
 from __future__ import annotations
-import contextlib, html, importlib, json, os, pickle, platform, subprocess, sys, time, zipfile
+import contextlib, dataclasses, html, importlib, json, os, pickle, platform, subprocess, sys, time, zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -1489,10 +1489,11 @@ def reproduce(profile: str = 'mini', tables=None, device: str = 'auto', gpus=Non
                                   f"or add --pretrain-from-scratch")
         chains = all_chains([n for n in tables if n != 1], profile)
         planned = planned_runs(chains, runs_dir, device, seed, data_root)
+        cfg = slurm or cluster.SlurmConfig.from_settings()
         if dry_run:
             g = cluster.job_graph(planned, profile, data_root, device); cluster.print_graph(g, log)
-            return {'dry_run': True, 'graph': g.to_dict('records')}
-        cfg = slurm or cluster.SlurmConfig.from_settings()
+            log(f"each job would request: {cfg}")
+            return {'dry_run': True, 'graph': g.to_dict('records'), 'resources': dataclasses.asdict(cfg)}
         log(f"{len(chains)} chains need {len(planned)} distinct runs; Slurm jobs of {cfg}")
         jobs = cluster.submit_runs(planned, cfg, profile, data_root, device, log=log)
         rows = cluster.watch(planned, jobs, poll_s=poll_s, log=log)
