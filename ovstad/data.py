@@ -1090,7 +1090,14 @@ def inspect_path(path, format: str = 'auto') -> dict:
                  corpora=sorted(k for k in c if k != 'frames'), n_pretrain_clips=c.get('pretrain'))
     elif fmt == 'video':
         cr = ClipReader(p.parent, videos_dir='.'); inf = cr.info(p.name)
-        s.update(n_videos=1, frames=inf['frames'], fps=inf['fps'], size=list(inf['size']))
+        n = int(inf['frames'] or 0)
+        for c in sorted({0, n // 2, max(n - 1, 0)}):   # decode frames, as detect will: a corrupt stream fails here, not there
+            try: cr.read(p.name, c, 1, 1)
+            except OvstadError: raise
+            except Exception as e:
+                raise OvstadError(f"{p}: the header says {n} frames but frame {c} does not decode ({type(e).__name__}: {e}); "
+                                  "the file is damaged: re-download or re-encode it") from None
+        s.update(n_videos=1, frames=inf['frames'], fps=inf['fps'], size=list(inf['size']), decoded=sorted({0, n // 2, max(n - 1, 0)}))
     return s
 
 # %% ../nbs/04_data.ipynb #84b10ee0

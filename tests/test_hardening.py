@@ -442,3 +442,14 @@ def test_folder_options_naming_a_file_are_refused(tmp_path, capsys):
         assert ovstad_main(argv) == 2, argv
         assert msg in capsys.readouterr().err, argv
     assert not (tmp_path/'r').exists()
+
+
+def test_data_inspect_decodes_a_video_as_detect_will(tmp_path):
+    "A video whose mdat is damaged is reported by `data inspect` (it decodes first, middle and last frames), as detect would fail on it."
+    from ovstad.data import inspect_path
+    src = SHARED/'videos'/'arm_wrestling.mp4'
+    if not src.exists(): pytest.skip(f'{src} not present')
+    assert inspect_path(src)['decoded'][0] == 0
+    d = bytearray(src.read_bytes()); n = len(d); d[n // 3: 2 * n // 3] = bytes(2 * n // 3 - n // 3)
+    bad = tmp_path/'bad.mp4'; bad.write_bytes(bytes(d))
+    with pytest.raises(OvstadError, match='bad.mp4'): inspect_path(bad)
