@@ -302,7 +302,9 @@ def _artefact(init, planned: bool = False) -> tuple[Path | None, Any]:
     if isinstance(init, (str, Path)) and Path(init).is_dir(): init = load_run(init)
     if isinstance(init, Run):
         if planned and not init.complete: return None, init
-        if not init.complete: raise OvstadError(f"input run {init.path} is not complete (no DONE.json); run it first")
+        if not init.complete:
+            why = ('; '.join(init.verify()) or 'damaged') if (init.path/'DONE.json').exists() else 'no DONE.json'
+            raise OvstadError(f"input run {init.path} is not complete ({why}); run it again (its command reruns it)")
         art = init.done.get('artefact')
         if not art or not (init.path/art).is_file(): raise OvstadError(f"run {init.path} has no model checkpoint to start from")
         return init.path/art, init

@@ -453,3 +453,12 @@ def test_data_inspect_decodes_a_video_as_detect_will(tmp_path):
     d = bytearray(src.read_bytes()); n = len(d); d[n // 3: 2 * n // 3] = bytes(2 * n // 3 - n // 3)
     bad = tmp_path/'bad.mp4'; bad.write_bytes(bytes(d))
     with pytest.raises(OvstadError, match='bad.mp4'): inspect_path(bad)
+
+
+def test_act_detection_errors_name_file_lines(tmp_path, capsys):
+    "eval act names the file line of a bad detection row (the header is line 1), not a 0-based data row."
+    from ovstad.cli import main as ovstad_main
+    d = tmp_path/'det.csv'
+    d.write_text('video,frame,label,score,x1,y1,x2,y2\nbrush_hair/x,1,0,0.5,1,1,5,5\nbrush_hair/x,1,0,abc,1,1,5,5\n')
+    assert ovstad_main(['eval', 'act', str(SHARED/'jhmdb'/'JHMDB-GT.pkl'), str(d)]) == 2
+    assert f'{d}:3: 1 row(s)' in capsys.readouterr().err
