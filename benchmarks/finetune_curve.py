@@ -87,7 +87,7 @@ def plot_curves(paths, out):
     for k, (ax, part) in enumerate(zip(axs, ('base', 'novel'))):
         for i, c in enumerate(curves):
             rows = [r for r in c['rows'] if r['step'] != 'chance']
-            label = ' '.join(c.get('set') or []) or 'recipe'
+            label = c.get('label') or ' '.join(c.get('set') or []) or 'recipe'
             ax.plot([r['step'] for r in rows], [r[part] for r in rows], marker='o', ms=3, color=f'C{i}', label=label)
         ch = [r[part] for c in curves for r in c['rows'] if r['step'] == 'chance']
         if ch: ax.axhline(float(np.mean(ch)), ls=':', color='gray', label='chance')
@@ -109,6 +109,7 @@ def main(argv=None):
     ap.add_argument('--train-videos', type=int, default=0, help='also score the first N training videos of each base class')
     ap.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='recipe overrides (FinetuneConfig / AlignConfig)')
     ap.add_argument('--json', default=None, help='write the curve here')
+    ap.add_argument('--label', default=None, help='name of this curve in --plot (default: its --set overrides)')
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--plot', default=None, metavar='PNG', help='draw the curves of the JSON files given as arguments and exit')
     ap.add_argument('curves', nargs='*', help='with --plot: curve files written by --json')
@@ -159,7 +160,7 @@ def main(argv=None):
           f"{zs['base']:.2f} ({best['base'] / max(rows[0]['base'], 1e-9):.1f}x chance {rows[0]['base']:.2f}); "
           f"novel {best['novel']:.2f} (zero-shot {zs['novel']:.2f}, chance {rows[0]['novel']:.2f}); {time.time() - t0:.0f} s")
     if a.json:
-        Path(a.json).write_text(json.dumps({'stage': a.stage, 'benchmark': a.benchmark, 'profile': a.profile, 'set': a.set,
+        Path(a.json).write_text(json.dumps({'stage': a.stage, 'benchmark': a.benchmark, 'profile': a.profile, 'set': a.set, 'label': a.label,
                                             'checkpoint': str(ckpt), 'rows': rows}, indent=1))
 
 
