@@ -338,8 +338,14 @@ def read_ava_table(src,                # AVA CSV path or DataFrame (7 or 8 colum
     if len(df) and nan[0] and df.attrs.get('lines') and num[need].iloc[0].isna().sum() >= 3:
         raise OvstadError(f"{what}:{df.index[0]}: this looks like a header line "
                           f"({','.join(map(str, df.iloc[0].tolist()))[:80]}); AVA CSVs have no header: remove the header line")
-    if nan.any(): raise _bad_rows(what, df, nan, 'have a NaN or non-numeric timestamp, coordinate, action id' +
-                                  (' or score' if kind == 'det' else ''), 'Every row needs finite numbers there.')
+    if nan.any():
+        raw = df[['timestamp', 'x1', 'y1', 'x2', 'y2', 'action_id', last]].isna().to_numpy()   # empty fields, not text
+        tail = raw[:, ::-1].cumprod(axis=1)[:, ::-1].astype(bool)                            # missing up to the row's end
+        short = nan & (raw == tail).all(axis=1) & raw.any(axis=1)
+        if short.any(): raise _bad_rows(what, df, short, f"are short (fields missing at the end; AVA rows have {n_cols} fields)",
+                                        'Every row needs video_id, timestamp, x1, y1, x2, y2, action_id' + (', score.' if kind == 'det' else '.'))
+        raise _bad_rows(what, df, nan, 'have a NaN or non-numeric timestamp, coordinate, action id' +
+                        (' or score' if kind == 'det' else ''), 'Every row needs finite numbers there.')
     inf = ~np.isfinite(num[need].to_numpy(np.float64)).all(axis=1)
     if inf.any(): raise _bad_rows(what, df, inf, 'have an infinite number', 'Every row needs finite numbers there.')
     for c in ('timestamp', 'action_id'):

@@ -140,7 +140,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         try: f = float(value)
         except (TypeError, ValueError): raise OvstadError(f"--set {key}={value!r}: expected a number") from None
-        if not math.isfinite(f): raise OvstadError(f"--set {key}={value!r}: expected a finite number")
+        if not math.isfinite(f): raise OvstadError(f"--set {key}={value}: expected a finite number")
         return f
     if tp is str: return str(value)
     if origin in (list, tuple) or tp in (list, tuple):

@@ -462,3 +462,10 @@ def test_act_detection_errors_name_file_lines(tmp_path, capsys):
     d.write_text('video,frame,label,score,x1,y1,x2,y2\nbrush_hair/x,1,0,0.5,1,1,5,5\nbrush_hair/x,1,0,abc,1,1,5,5\n')
     assert ovstad_main(['eval', 'act', str(SHARED/'jhmdb'/'JHMDB-GT.pkl'), str(d)]) == 2
     assert f'{d}:3: 1 row(s)' in capsys.readouterr().err
+
+
+def test_short_ava_rows_are_called_short(tmp_path):
+    "A detection row with fields missing at its end is reported as a short row (with the field count), not as a NaN."
+    from ovstad.eval import read_ava_table
+    p = tmp_path/'det.csv'; p.write_text('v,902,0.1,0.1,0.5,0.5,3,0.5\nv,902,0.1,0.1,0.5\n')
+    with pytest.raises(OvstadError, match=r'det.csv:2: 1 row\(s\) are short .*8 fields'): read_ava_table(p, 'det')
