@@ -371,8 +371,19 @@ def _leaves(p: argparse.ArgumentParser):
         for sp in dict.fromkeys(a.choices.values()): yield from _leaves(sp)
 
 # %% ../nbs/99_cli.ipynb #b928a6a3
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    "Library warnings (pandas, numpy) reach the user as one line each, not as source excerpts."
+    where = f"{os.path.basename(os.path.dirname(filename))}/{os.path.basename(filename)}"
+    print(f"ovstad: warning: {message} ({category.__name__} in {where})", file=sys.stderr)
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `ovstad` console command; returns the exit status."
+    import warnings
+    old = warnings.showwarning; warnings.showwarning = _one_line_warning
+    try: return _main(argv)
+    finally: warnings.showwarning = old
+
+def _main(argv):
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     try: p = build_parser()   # reads settings.ini for some defaults
     except OvstadError as e:
