@@ -6,7 +6,7 @@ Docs: https://github.com/ovstad/ovstad/cli.html.md"""
 
 # %% ../nbs/99_cli.ipynb #4695e70c
 from __future__ import annotations
-import argparse, importlib, os, sys, textwrap
+import argparse, importlib, math, os, re, sys, textwrap
 from .core import (OvstadError, Settings, cli_group, trust_checkpoints, BENCHMARKS, CONFIG_NAMES, FORMATS,
                          PROFILES, WORLD_PROFILES)
 from . import __version__
@@ -25,10 +25,9 @@ def _command(g, name: str, help: str, description: str, examples: list[str], not
 
 def _number(kind, lo=None, hi=None, lo_open=False, what='a number'):
     "An argparse type: `kind` (int or float) within [lo, hi] (lo excluded with `lo_open`), refused by argparse with the range otherwise."
-    import math, re as _re
     def conv(text):
         t = str(text).strip()
-        if kind is int and not _re.fullmatch(r'[+-]?\d{1,18}', t): raise argparse.ArgumentTypeError(f"{text!r} is not {what} (a whole number)")
+        if kind is int and not re.fullmatch(r'[+-]?\d{1,18}', t): raise argparse.ArgumentTypeError(f"{text!r} is not {what} (a whole number)")
         try: v = kind(t)
         except ValueError: raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
         if kind is float and not math.isfinite(v): raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
@@ -45,15 +44,13 @@ _UNIT = _number(float, 0, 1, what='a value in [0, 1]')
 
 def _device(text):
     "An argparse type for --device: auto, cpu, mps, cuda or cuda:N."
-    import re as _re
-    if not _re.fullmatch(r'auto|cpu|mps|cuda(:\d+)?', str(text).strip()):
+    if not re.fullmatch(r'auto|cpu|mps|cuda(:\d+)?', str(text).strip()):
         raise argparse.ArgumentTypeError(f"{text!r} is not a device; use auto, cpu, cuda or cuda:N")
     return str(text).strip()
 
 def _slurm_word(text):
     "An argparse type for Slurm names (partition, account, qos): letters, digits and _ . , - only (no spaces, no options)."
-    import re as _re
-    if not _re.fullmatch(r'[A-Za-z0-9_.,-]+', str(text)) or str(text).startswith('-'):
+    if not re.fullmatch(r'[A-Za-z0-9_.,-]+', str(text)) or str(text).startswith('-'):
         raise argparse.ArgumentTypeError(f"{text!r} is not a Slurm name (letters, digits, _ . , - only)")
     return str(text)
 

@@ -871,7 +871,7 @@ class AvaDetectionDataset(KeyframeDataset):
         return item
 
 # %% ../nbs/04_data.ipynb #1b90c286
-from .core import PROFILES, Settings, stable_hash
+from .core import PROFILES, Settings, file_digest, stable_hash
 
 _FULL_KEYS = {'ucf101_24': 'ucf101_24_root', 'jhmdb': 'jhmdb_root', 'ava': 'ava_root', 'hcstvg': 'hcstvg_root',
               'vidstg': 'vidstg_root'}
@@ -906,15 +906,8 @@ _SHA_CACHE: dict = {}
 def _file_sha(p: Path) -> str:
     "sha256 (16 hex digits) of a file, remembered per (path, size, mtime) within the process."
     st = p.stat(); key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE: _SHA_CACHE[key] = _sha_of(p)
+    if key not in _SHA_CACHE: _SHA_CACHE[key] = file_digest(p)['sha256'][:16]
     return _SHA_CACHE[key]
-
-def _sha_of(p: Path) -> str:
-    import hashlib
-    h = hashlib.sha256()
-    with open(p, 'rb') as f:
-        for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
-    return h.hexdigest()[:16]
 
 def _media_stats(d: Path) -> str:
     "One digest of (relative path, size, mtime) of every file below `d` that is not an annotation file (videos, frames)."

@@ -95,9 +95,6 @@ def _bad_rows(what: str, df: pd.DataFrame, mask, problem: str, fix: str) -> Ovst
     idx = df.index[mask]
     cols = [c for c in df.columns][:9]
     head = df.loc[idx[:3], cols].to_string(header=False, index=False, max_colwidth=24).replace('\n', '; ')
-    if df.attrs.get('first_line') is not None:   # a CSV with a header: row k is file line k + first_line
-        lines = [int(i) + int(df.attrs['first_line']) for i in idx]   # read_csv's row labels survive filtering
-        return OvstadError(f"{df.attrs.get('what', what)}:{lines[0]}: {mask.sum()} row(s) {problem} (lines {_short(lines, 5)}: {head}). {fix}")
     if df.attrs.get('lines'):
         return OvstadError(f"{what}:{idx[0]}: {mask.sum()} row(s) {problem} (lines {_short(idx.tolist(), 5)}: {head}). {fix}")
     return OvstadError(f"{what}: {mask.sum()} row(s) {problem} (rows {_short(idx.tolist(), 5)}: {head}). {fix}")
@@ -189,7 +186,7 @@ def _check_act_detections(det: pd.DataFrame, gt: dict) -> pd.DataFrame:
     if not isinstance(det, pd.DataFrame): raise OvstadError(f"detections must be a DataFrame with columns {ACT_COLUMNS}")
     miss = [c for c in ACT_COLUMNS if c not in det.columns]
     if miss: raise OvstadError(f"detections lack columns {miss}; expected {ACT_COLUMNS}")
-    what = 'ACT detections'
+    what = det.attrs.get('source', 'ACT detections')
     num = det[['frame', 'label', 'score', 'x1', 'y1', 'x2', 'y2']].apply(pd.to_numeric, errors='coerce')
     nan = num.isna().any(axis=1).to_numpy()
     if nan.any(): raise _bad_rows(what, det, nan, 'have a NaN or non-numeric frame, label, score or coordinate',
@@ -672,7 +669,8 @@ def read_act_detections(path: str | Path) -> pd.DataFrame:
                           f"{','.join(ACT_COLUMNS)} and one detection per line") from None
     miss = [c for c in ACT_COLUMNS if c not in df.columns]
     if miss: raise OvstadError(f"{p}: missing columns {miss}; expected a header {','.join(ACT_COLUMNS)}")
-    df.attrs.update(first_line=2, what=str(p))   # messages name file lines (line 1 is the header)
+    df.index = pd.RangeIndex(2, len(df) + 2)   # file line numbers in messages (line 1 is the header), as read_ava_table
+    df.attrs.update(lines=True, source=str(p))
     return df
 
 def read_ava_detections(path: str | Path) -> pd.DataFrame:
